@@ -1,0 +1,166 @@
+"""vimark issue | verify | lookup | present | render."""
+
+from __future__ import annotations
+
+import argparse
+import uuid
+from pathlib import Path
+
+from vimark.client.cli.common import add_client_flags, connect, emit
+from vimark.client.errors import InvalidArgument
+from vimark.v1 import certificate_pb2
+from vimark.v1 import mark_service_pb2 as pb
+
+REASONS = ("registration", "transfer", "change", "inspection_passed", "exemption", "redownload", "paper_lost")
+
+
+def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = commands.add_parser("issue", help="issue a mark for a vehicle (inspection stations, registration)")
+    p.add_argument("--plate-number", required=True)
+    p.add_argument("--plate-type", required=True, help="GA 24.7 code, e.g. 02")
+    p.add_argument("--reason", required=True, choices=REASONS)
+    p.add_argument("--request-id", default=None, help="idempotency key (default: a new random one)")
+    p.add_argument("--inspected-on", default="", metavar="YYYY-MM-DD", help="for inspection_passed")
+    p.add_argument("--station", default="", help="inspection station code, for inspection_passed")
+    p.add_argument("--vin", default="")
+    add_client_flags(p)
+    p.set_defaults(func=issue)
+
+    p = commands.add_parser("verify", help="verify a scanned QR text or an image of one")
+    p.add_argument("qr_text", nargs="?", help="the QR text as scanned")
+    p.add_argument("--image", type=Path, help="a photo, PNG or PDF of the QR instead of its text")
+    p.add_argument("--at", default="", metavar="YYYY-MM-DD", help="judge validity on this date (default today)")
+    add_client_flags(p)
+    p.set_defaults(func=verify)
+
+    p = commands.add_parser("lookup", help="a vehicle's inspection validity and status by plate or VIN")
+    p.add_argument("--plate-number", default="")
+    p.add_argument("--plate-type", default="")
+    p.add_argument("--vin", default="")
+    p.add_argument("--at", default="", metavar="YYYY-MM-DD")
+    add_client_flags(p)
+    p.set_defaults(func=lookup)
+
+    p = commands.add_parser("present", help="the live QR of a vehicle's mark, plus download and print copies")
+    p.add_argument("--plate-number", required=True)
+    p.add_argument("--plate-type", required=True)
+    add_client_flags(p)
+    p.set_defaults(func=present)
+
+    p = commands.add_parser("render", help="draw a QR text as PNG or SVG, or a printable PDF")
+    p.add_argument("qr_text")
+    p.add_argument("--out", required=True, type=Path, help="output file: .png, .svg or .pdf")
+    p.add_argument(
+        "--server",
+        default=None,
+        metavar="HOST:PORT",
+        help="for .pdf: the server that reads the plate and month from the mark (default 127.0.0.1:50051)",
+    )
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--timeout", type=float, default=10.0)
+    p.set_defaults(func=render)
+
+
+def issue(args: argparse.Namespace) -> int:
+    with connect(args) as client:
+        r = client.issue(
+            request_id=args.request_id or uuid.uuid4().hex,
+            plate_number=args.plate_number,
+            plate_type=args.plate_type,
+            vin=args.vin,
+            inspected_on=args.inspected_on,
+            station_id=args.station,
+            reason=certificate_pb2.IssueReason.Value("ISSUE_REASON_" + args.reason.upper()),
+        )
+    emit(
+        args,
+        r,
+        f"issued mark {r.serial} for {r.plate_number} ({r.plate_type}), valid until {r.valid_until}"
+        f"{' (replayed)' if r.replayed else ''}\n{r.qr_text}",
+    )
+    return 0
+
+
+def verify(args: argparse.Namespace) -> int:
+    if bool(args.qr_text) == bool(args.image):
+        raise InvalidArgument("qr_text", "give the QR text or --image FILE (one of them)")
+    text = args.qr_text
+    if args.image:
+        from vimark.client.qrimage import decode_image
+
+        text = decode_image(args.image)
+    with connect(args) as client:
+        r = client.verify(text, at_date=args.at)
+    emit(args, r, describe_verification(r))
+    return 0 if r.verdict == pb.VERDICT_VALID else 1
+
+
+def describe_verification(r: pb.VerifyResponse) -> str:
+    lines = [f"{pb.Verdict.Name(r.verdict).removeprefix('VERDICT_')}: {r.explanation}"]
+    if r.plate_number:
+        lines.append(
+            f"  {r.plate_number} ({r.plate_type})  valid until {r.valid_until}"
+            + (f"  mark {r.serial}" if r.serial else "")
+        )
+    if r.presentation:
+        lines.append(f"  presented {certificate_pb2.Presentation.Name(r.presentation).removeprefix('PRESENTATION_')}")
+    for s in r.status_codes:
+        lines.append(f"  status {s.code} {s.name}")
+    if r.overdue_cycles:
+        lines.append(
+            f"  overdue {r.overdue_cycles} cycles{' - due for compulsory scrapping' if r.scrapping_due else ''}"
+        )
+    if r.police_alert:
+        lines.append("  POLICE ALERT")
+    return "\n".join(lines)
+
+
+def lookup(args: argparse.Namespace) -> int:
+    with connect(args) as client:
+        r = client.lookup(plate_number=args.plate_number, plate_type=args.plate_type, vin=args.vin, at_date=args.at)
+    validity = "within validity" if r.within_validity else "NOT within validity"
+    lines = [
+        f"{r.plate_number} ({r.plate_type}): {validity}, valid until {r.valid_until or 'never inspected'}",
+        f"  current mark {r.current_serial or 'none'}",
+    ]
+    lines += [f"  status {s.code} {s.name}" for s in r.status_codes]
+    if r.overdue_cycles:
+        lines.append(
+            f"  overdue {r.overdue_cycles} cycles{' - due for compulsory scrapping' if r.scrapping_due else ''}"
+        )
+    if r.blocked:
+        lines.append("  BLOCKED: the vehicle's status forbids the road")
+    emit(args, r, "\n".join(lines))
+    return 0
+
+
+def present(args: argparse.Namespace) -> int:
+    with connect(args) as client:
+        r = client.present(plate_number=args.plate_number, plate_type=args.plate_type)
+    expires = r.live_expire_time.ToDatetime().strftime("%H:%M:%S UTC")
+    emit(
+        args,
+        r,
+        f"live QR (void after {expires}):\n{r.live_qr_text}\ndownload copy:\n{r.download_qr_text}\n"
+        f"print copy:\n{r.print_qr_text}",
+    )
+    return 0
+
+
+def render(args: argparse.Namespace) -> int:
+    from vimark.client.render import render as draw
+
+    fields: dict[str, str | int] = {}
+    if args.out.suffix.lower() == ".pdf":
+        # The page shows the plate and month; the sealed QR hides them, so ask the server.
+        args.server = args.server or "127.0.0.1:50051"
+        with connect(args) as client:
+            r = client.verify(args.qr_text)
+        if not r.plate_number:
+            raise InvalidArgument("qr_text", f"not an authentic mark ({pb.Verdict.Name(r.verdict)}): nothing to print")
+        fields = {"plate_number": r.plate_number, "plate_type": r.plate_type, "valid_until": r.valid_until}
+        if r.serial:
+            fields["serial"] = r.serial
+    draw(args.qr_text, args.out, **fields)  # type: ignore[arg-type]
+    print(f'{{"out": "{args.out}"}}' if args.json else f"wrote {args.out}")
+    return 0

@@ -1,0 +1,138 @@
+"""vimark serve | keys: run the server and manage its key directory."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import logging
+import signal
+import sys
+from pathlib import Path
+from types import FrameType
+
+from vimark.client.cli.common import dump
+
+DEFAULT_DB = "sqlite:///vimark.db"
+DEFAULT_KEYS = Path("vimark-keys")
+
+
+def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = commands.add_parser("serve", help="run the vimark gRPC server")
+    p.add_argument(
+        "--db",
+        default=DEFAULT_DB,
+        metavar="URL",
+        help=f"SQLAlchemy URL: sqlite:///FILE or postgresql+psycopg://... (default {DEFAULT_DB})",
+    )
+    p.add_argument("--listen", default="127.0.0.1:50051", metavar="HOST:PORT")
+    p.add_argument(
+        "--keys",
+        default=DEFAULT_KEYS,
+        type=Path,
+        metavar="DIR",
+        help=f"key directory, created on first start if absent (default {DEFAULT_KEYS})",
+    )
+    p.add_argument("--metrics-port", default=9464, type=int, metavar="N", help="Prometheus metrics port (0: off)")
+    p.add_argument(
+        "--demo", default=0, type=int, metavar="N", help="seed N synthetic vehicles with marks into an empty database"
+    )
+    p.add_argument(
+        "--role",
+        default="police",
+        choices=("police", "public", "partner", "issuer", "operator"),
+        help="development mode: the role every caller gets (default police)",
+    )
+    p.add_argument(
+        "--presentation-lifetime",
+        default=180,
+        type=int,
+        metavar="SECONDS",
+        help="how long a live QR verifies (default 180)",
+    )
+    p.set_defaults(func=serve)
+
+    keys = commands.add_parser("keys", help="manage the issuing key directory")
+    sub = keys.add_subparsers(dest="keys_command", required=True)
+    for name, help_text in (
+        ("init", "create a key directory with its first keys"),
+        ("rotate", "retire the active issuing key and make a new one"),
+        ("list", "show the trust list"),
+    ):
+        p = sub.add_parser(name, help=help_text)
+        p.add_argument("dir", nargs="?", default=DEFAULT_KEYS, type=Path)
+        if name == "rotate":
+            p.add_argument("--seal", action="store_true", help="also start a new seal key")
+        p.set_defaults(func=manage_keys)
+    p = sub.add_parser("revoke", help="revoke a compromised key: every mark it signed fails verification")
+    p.add_argument("key_id", type=int)
+    p.add_argument("dir", nargs="?", default=DEFAULT_KEYS, type=Path)
+    p.set_defaults(func=manage_keys)
+
+
+def manage_keys(args: argparse.Namespace) -> int:
+    from vimark.server.keys import KeyDirectory
+
+    directory = KeyDirectory(args.dir)
+    if args.keys_command == "init":
+        key = directory.init()
+        print(f"created {args.dir} with issuing key {key.key_id}")
+    elif args.keys_command == "rotate":
+        key = directory.rotate(seal=args.seal)
+        print(f"issuing key {key.key_id} is now active; earlier keys are retired and still verify")
+    elif args.keys_command == "revoke":
+        key = directory.revoke(args.key_id)
+        print(
+            f"key {key.key_id} revoked: its marks now fail verification"
+            + (
+                "; run `vimark keys rotate` to issue again"
+                if not any(k.status == "active" for k in directory.trusted().values())
+                else ""
+            )
+        )
+    else:
+        for key in sorted(directory.trusted().values(), key=lambda k: k.key_id):
+            print(dump(key.as_json()))
+    return 0
+
+
+def serve(args: argparse.Namespace) -> int:
+    from vimark.server.app import ServerConfig, VimarkServer
+    from vimark.server.demo import seed_demo
+    from vimark.server.keys import KeyDirectory
+    from vimark.server.views import Role
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    directory = KeyDirectory(args.keys)
+    if not directory.exists():
+        directory.init()
+        logging.info("created key directory %s (private keys mode 0600)", args.keys)
+    config = ServerConfig(
+        db_url=args.db,
+        keys_dir=args.keys,
+        listen=args.listen,
+        dev_role=Role(args.role),
+        metrics_port=args.metrics_port,
+        presentation_lifetime=dt.timedelta(seconds=args.presentation_lifetime),
+    )
+    server = VimarkServer(config)
+    if args.demo:
+        seeded = seed_demo(server.store, server.issuer, args.demo, config.clock)
+        logging.info("demo: %s", seeded)
+    logging.warning(
+        "DEVELOPMENT MODE: plaintext gRPC on %s, loopback only, no client authentication; every caller is "
+        "treated as role %r",
+        args.listen,
+        args.role,
+    )
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        logging.info("signal %d: draining in-flight calls", signum)
+        server.stop(grace=10)
+        sys.exit(0)
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    server.start()
+    logging.info("vimark serving on port %d (metrics on %s)", server.port, server.metrics_port or "off")
+    server.wait()
+    return 0

@@ -1,0 +1,102 @@
+"""vimark vehicles import | set-status | revoke-mark: the registry feed from the command line."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import re
+from pathlib import Path
+
+from vimark.client.cli.common import add_client_flags, connect, dump, emit
+from vimark.client.errors import InvalidArgument
+from vimark.v1 import registry_service_pb2 as rpb
+
+CSV_COLUMNS = ("plate_number", "plate_type", "vin", "category", "registered_on", "valid_until", "status")
+BATCH = 1000  # UpsertVehicles' documented maximum
+
+
+def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    group = commands.add_parser("vehicles", help="the registry feed: import vehicles, set status, revoke marks")
+    sub = group.add_subparsers(dest="vehicles_command", required=True)
+
+    p = sub.add_parser("import", help="create or update vehicles from a CSV file")
+    p.add_argument("file", type=Path, help="CSV with header " + ",".join(CSV_COLUMNS))
+    add_client_flags(p)
+    p.set_defaults(func=import_csv)
+
+    p = sub.add_parser("set-status", help="replace a vehicle's status letters (A clears)")
+    p.add_argument("--plate-number", required=True)
+    p.add_argument("--plate-type", required=True)
+    p.add_argument("--status", required=True, help="letters, e.g. C (stolen) or A (normal)")
+    add_client_flags(p)
+    p.set_defaults(func=set_status)
+
+    p = sub.add_parser("revoke-mark", help="revoke one mark by serial")
+    p.add_argument("--serial", required=True, type=int)
+    p.add_argument("--reason", default="")
+    add_client_flags(p)
+    p.set_defaults(func=revoke_mark)
+
+
+def read_csv(path: Path) -> list[tuple[int, rpb.Vehicle]]:
+    """(line number, vehicle) for every data row; a wrong header is refused before anything is sent."""
+    with path.open(newline="", encoding="utf-8-sig") as f:
+        reader = csv.DictReader(f)
+        missing = [c for c in CSV_COLUMNS if c not in (reader.fieldnames or [])]
+        if missing:
+            raise InvalidArgument("file", f"{path}: header lacks {', '.join(missing)} (needs {','.join(CSV_COLUMNS)})")
+        return [
+            (
+                reader.line_num,
+                rpb.Vehicle(
+                    plate_number=row["plate_number"].strip(),
+                    plate_type=row["plate_type"].strip().zfill(2),
+                    vin=row["vin"].strip(),
+                    category=row["category"].strip(),
+                    registered_on=row["registered_on"].strip(),
+                    valid_until=(row["valid_until"] or "").strip(),
+                    status_codes=(row["status"] or "").strip() or "A",
+                ),
+            )
+            for row in reader
+        ]
+
+
+def import_csv(args: argparse.Namespace) -> int:
+    rows = read_csv(args.file)
+    created = updated = 0
+    with connect(args) as client:
+        for start in range(0, len(rows), BATCH):
+            chunk = rows[start : start + BATCH]
+            try:
+                r = client.upsert_vehicles([v for _, v in chunk])
+            except InvalidArgument as exc:
+                # vehicles[i].field -> the CSV line; earlier batches are in (importing again is safe).
+                match = re.match(r"vehicles\[(\d+)\]\.(\w+)", exc.field)
+                if match is None:
+                    raise
+                line = chunk[int(match[1])][0]
+                raise InvalidArgument(
+                    match[2],
+                    f"{args.file} line {line}: {exc.message.split(': ', 1)[-1]}"
+                    f" ({created + updated} vehicles before it were imported)",
+                ) from None
+            created += r.created_count
+            updated += r.updated_count
+    summary = {"created_count": created, "updated_count": updated}
+    print(dump(summary) if args.json else f"imported {len(rows)} vehicles: {created} new, {updated} updated")
+    return 0
+
+
+def set_status(args: argparse.Namespace) -> int:
+    with connect(args) as client:
+        r = client.set_status(plate_number=args.plate_number, plate_type=args.plate_type, status_codes=args.status)
+    emit(args, r, f"{args.plate_number} ({args.plate_type}) status now {r.status_codes}")
+    return 0
+
+
+def revoke_mark(args: argparse.Namespace) -> int:
+    with connect(args) as client:
+        r = client.revoke_mark(args.serial, args.reason)
+    emit(args, r, f"mark {r.serial} revoked")
+    return 0

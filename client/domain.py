@@ -1,0 +1,213 @@
+"""The vocabulary of the field, shared by server and client: status codes, plates, months.
+
+Everything here is pure data and pure functions; the server's rules engine builds on it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from vimark.client.errors import InvalidArgument
+
+
+@dataclass(frozen=True)
+class StatusCode:
+    """One vehicle status letter (机动车状态) and vimark's default policy for it."""
+
+    code: str
+    name_zh: str
+    name_en: str
+    blocks_road: bool = False  # Verify answers VEHICLE_BLOCKED whatever the mark says
+    blocks_issue: bool = False  # no new mark for any reason
+    blocks_inspection_issue: bool = False  # no mark after inspection/exemption until cleared
+    police_alert: bool = False  # the terminal raises an alert
+
+
+# The one policy table (domain.md). Q is derived from the valid-until month, never stored.
+STATUS_CODES: dict[str, StatusCode] = {
+    s.code: s
+    for s in (
+        StatusCode("A", "正常", "normal"),
+        StatusCode("B", "转出", "registration transferred out", blocks_issue=True),
+        StatusCode("C", "被盗抢", "stolen or robbed", blocks_road=True, blocks_issue=True, police_alert=True),
+        StatusCode("D", "停驶", "suspended from use", blocks_road=True),
+        StatusCode("E", "注销", "registration cancelled", blocks_road=True, blocks_issue=True),
+        StatusCode("G", "违法未处理", "unprocessed traffic violation", blocks_inspection_issue=True),
+        StatusCode("H", "海关监管", "under customs supervision"),
+        StatusCode("I", "事故未处理", "unprocessed accident", blocks_inspection_issue=True),
+        StatusCode("J", "嫌疑车", "suspect vehicle", police_alert=True),
+        StatusCode("K", "查封", "sealed by a court"),
+        StatusCode("L", "暂扣", "detained", police_alert=True),
+        StatusCode("M", "强制注销", "compulsorily cancelled", blocks_road=True, blocks_issue=True),
+        StatusCode("N", "事故逃逸", "hit-and-run", police_alert=True),
+        StatusCode("O", "锁定", "locked"),
+        StatusCode(
+            "P", "达到报废标准公告牌证作废", "scrapped, plates and papers void", blocks_road=True, blocks_issue=True
+        ),
+        StatusCode("Q", "逾期未检验", "inspection overdue"),
+    )
+}
+STORED_STATUS_LETTERS = "ABCDEGHIJKLMNOP"  # every letter but the derived Q
+
+
+def status_bits(letters: str) -> int:
+    """A status set as a bit mask (bit i = STORED_STATUS_LETTERS[i]); "A" and "" are 0."""
+    bits = 0
+    for letter in letters:
+        position = STORED_STATUS_LETTERS.find(letter)
+        if position < 0:
+            raise InvalidArgument("status_codes", f"unknown status letter {letter!r}")
+        if letter != "A":
+            bits |= 1 << position
+    return bits
+
+
+def status_letters(bits: int) -> str:
+    """The inverse of status_bits: "A" for a normal vehicle, else the letters in table order."""
+    letters = "".join(c for i, c in enumerate(STORED_STATUS_LETTERS) if bits >> i & 1)
+    return letters or "A"
+
+
+def _mask(flag: str) -> int:
+    return status_bits("".join(c for c in STORED_STATUS_LETTERS if getattr(STATUS_CODES[c], flag)))
+
+
+BLOCKS_ROAD_MASK = _mask("blocks_road")
+BLOCKS_ISSUE_MASK = _mask("blocks_issue")
+BLOCKS_INSPECTION_ISSUE_MASK = _mask("blocks_inspection_issue")
+POLICE_ALERT_MASK = _mask("police_alert")
+
+
+class VehicleCategory(enum.Enum):
+    """The names vimark uses for vehicle categories (domain.md)."""
+
+    COMMERCIAL_PASSENGER = "commercial_passenger"
+    GOODS = "goods"
+    LARGE_PASSENGER = "large_passenger"
+    SMALL_PASSENGER = "small_passenger"
+    SMALL_VAN = "small_van"
+    MOTORCYCLE = "motorcycle"
+    OTHER = "other"
+
+    @classmethod
+    def parse(cls, text: str) -> VehicleCategory:
+        try:
+            return cls(text)
+        except ValueError:
+            names = ", ".join(c.value for c in cls)
+            raise InvalidArgument("category", f"unknown category {text!r} (one of {names})") from None
+
+
+# Plate type codes (GA 24.7) that vimark accepts.
+PLATE_TYPES: dict[str, str] = {
+    "01": "大型汽车 large vehicle",
+    "02": "小型汽车 small vehicle",
+    "03": "使馆汽车 embassy car",
+    "04": "领馆汽车 consulate car",
+    "05": "境外汽车 foreign car",
+    "06": "外籍汽车 foreign-registered car",
+    "07": "普通摩托车 motorcycle",
+    "08": "轻便摩托车 light motorcycle",
+    "13": "低速车 low-speed vehicle",
+    "14": "拖拉机 tractor",
+    "15": "挂车 trailer",
+    "16": "教练汽车 coach car",
+    "20": "临时入境汽车 temporary entry car",
+    "21": "临时入境摩托车 temporary entry motorcycle",
+    "22": "临时行驶车 temporary driving vehicle",
+    "23": "警用汽车 police car",
+    "24": "警用摩托 police motorcycle",
+    "26": "香港入出境车 Hong Kong cross-border",
+    "27": "澳门入出境车 Macao cross-border",
+    "51": "大型新能源汽车 large new-energy vehicle",
+    "52": "小型新能源汽车 small new-energy vehicle",
+    "99": "其他号牌 other",
+}
+
+
+def parse_plate_type(code: str) -> str:
+    if code not in PLATE_TYPES:
+        raise InvalidArgument("plate_type", f"unknown plate type code {code!r} (GA 24.7 two digits, e.g. 02)")
+    return code
+
+
+PROVINCES = "京津沪渝冀豫云辽黑湘皖鲁新苏浙赣鄂桂甘晋蒙陕吉闽贵粤青藏川宁琼"
+_L = "A-HJ-NP-Z"  # letters without I and O
+_ORDINARY = re.compile(rf"[{PROVINCES}][A-Z][{_L}0-9]{{4}}[{_L}0-9挂学警港澳]")
+_NEV_SMALL = re.compile(rf"[{PROVINCES}][A-Z][DABCEFGHJK][{_L}0-9][0-9]{{4}}")
+_NEV_LARGE = re.compile(rf"[{PROVINCES}][A-Z][0-9]{{5}}[DABCEFGHJK]")
+_DIPLOMATIC = re.compile(r"(使[0-9]{6}|[0-9]{6}使|[0-9]{6}领)")
+_VIN = re.compile(r"[A-HJ-NPR-Z0-9]{17}")
+
+
+def parse_plate_number(text: str) -> str:
+    """Check a plate number against GA 36-2018's shapes; returns it unchanged."""
+    if not any(p.fullmatch(text) for p in (_ORDINARY, _NEV_SMALL, _NEV_LARGE, _DIPLOMATIC)):
+        raise InvalidArgument(
+            "plate_number",
+            f"{text!r} is not a plate number (province + letter + 5 characters, or 6 for new-energy)",
+        )
+    return text
+
+
+def parse_vin(text: str) -> str:
+    if not _VIN.fullmatch(text):
+        raise InvalidArgument("vin", f"{text!r} is not a VIN (17 characters, digits and letters without I, O, Q)")
+    return text
+
+
+# A calendar month as one int (year * 12 + month - 1): compact in the index and on the wire.
+Month = int
+
+
+def month_of(day: dt.date) -> Month:
+    return day.year * 12 + day.month - 1
+
+
+def month_start(month: Month) -> dt.date:
+    return dt.date(month // 12, month % 12 + 1, 1)
+
+
+def month_end(month: Month) -> dt.date:
+    """The last day of the month: a mark "valid until 2027-06" is valid through 30 June 2027."""
+    return month_start(month + 1) - dt.timedelta(days=1)
+
+
+def format_month(month: Month) -> str:
+    return f"{month // 12:04d}-{month % 12 + 1:02d}"
+
+
+def parse_month(text: str, field: str = "valid_until") -> Month:
+    match = re.fullmatch(r"(\d{4})-(\d{2})", text)
+    if not match or not 1 <= int(match[2]) <= 12:
+        raise InvalidArgument(field, f"{text!r} is not a month (YYYY-MM)")
+    return int(match[1]) * 12 + int(match[2]) - 1
+
+
+def parse_date(text: str, field: str) -> dt.date:
+    try:
+        return dt.date.fromisoformat(text) if len(text) == 10 else _bad_date(text, field)
+    except ValueError:
+        return _bad_date(text, field)
+
+
+def _bad_date(text: str, field: str) -> dt.date:
+    raise InvalidArgument(field, f"{text!r} is not a date (YYYY-MM-DD)")
+
+
+# Inspection months are calendar months in China Standard Time (UTC+8, no daylight saving).
+CHINA_TIME = dt.timezone(dt.timedelta(hours=8), "CST")
+Clock = Callable[[], dt.datetime]
+
+
+def system_clock() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def china_date(instant: dt.datetime) -> dt.date:
+    """The calendar date in China at `instant`: the day validity is judged on."""
+    return instant.astimezone(CHINA_TIME).date()

@@ -1,0 +1,187 @@
+"""The Python SDK: a typed client with deadlines, retries and vimark's own errors.
+
+    with VimarkClient("127.0.0.1:50051") as client:
+        result = client.verify(qr_text)
+        if result.verdict == pb.VERDICT_VALID: ...
+
+Every call has a deadline (`timeout`). Calls are retried on UNAVAILABLE with exponential
+backoff by gRPC's own retry policy: every vimark RPC is safe to repeat (Issue by its
+request_id, the registry calls because they set absolute values).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+import grpc
+from google.protobuf.message import Message
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
+from vimark.client.errors import InvalidArgument, NotFound, PermissionDenied, RuleViolation, Unavailable, VimarkError
+from vimark.v1 import mark_service_pb2 as pb
+from vimark.v1 import mark_service_pb2_grpc as pb_grpc
+from vimark.v1 import registry_service_pb2 as rpb
+from vimark.v1 import registry_service_pb2_grpc as rpb_grpc
+
+DEFAULT_SERVER = "127.0.0.1:50051"
+_RETRY_POLICY = {
+    "methodConfig": [
+        {
+            "name": [{"service": "vimark.v1.MarkService"}, {"service": "vimark.v1.RegistryService"}],
+            "retryPolicy": {
+                "maxAttempts": 4,
+                "initialBackoff": "0.1s",
+                "maxBackoff": "1s",
+                "backoffMultiplier": 2,
+                "retryableStatusCodes": ["UNAVAILABLE"],
+            },
+        }
+    ]
+}
+R = TypeVar("R", bound=Message)
+
+
+def error_from_rpc(error: grpc.RpcError) -> VimarkError:
+    """Turn a gRPC failure back into the typed error the server raised."""
+    code = error.code() if isinstance(error, grpc.Call) else grpc.StatusCode.UNKNOWN
+    message = (error.details() if isinstance(error, grpc.Call) else None) or str(error)
+    reason, field = "", ""
+    status = rpc_status.from_call(error) if isinstance(error, grpc.Call) else None
+    details: list[Any] = list(status.details) if status else []
+    for detail in details:
+        info = error_details_pb2.ErrorInfo()
+        if detail.Unpack(info):
+            reason, field = info.reason, info.metadata.get("field", "")
+    if code == grpc.StatusCode.INVALID_ARGUMENT:
+        return InvalidArgument(field or "request", message.split(": ", 1)[-1] if field else message)
+    if code == grpc.StatusCode.FAILED_PRECONDITION:
+        return RuleViolation(message, reason=reason or "FAILED_PRECONDITION")
+    if code == grpc.StatusCode.NOT_FOUND:
+        return NotFound(message)
+    if code == grpc.StatusCode.PERMISSION_DENIED:
+        return PermissionDenied(message)
+    if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+        return Unavailable(f"{code.name.lower()}: {message}")
+    return VimarkError(f"{code.name}: {message}", reason=reason or code.name)
+
+
+class VimarkClient:
+    def __init__(
+        self, target: str = DEFAULT_SERVER, *, timeout: float = 10.0, credentials: grpc.ChannelCredentials | None = None
+    ) -> None:
+        options = [
+            ("grpc.service_config", json.dumps(_RETRY_POLICY)),
+            ("grpc.enable_retries", 1),
+            ("grpc.max_receive_message_length", 8 * 1024 * 1024),
+        ]
+        self.channel = (
+            grpc.secure_channel(target, credentials, options) if credentials else grpc.insecure_channel(target, options)
+        )
+        self.timeout = timeout
+        self.marks = pb_grpc.MarkServiceStub(self.channel)
+        self.registry = rpb_grpc.RegistryServiceStub(self.channel)
+
+    def __enter__(self) -> VimarkClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.channel.close()
+
+    def _call(self, method: Callable[..., R], request: Message) -> R:
+        try:
+            return method(request, timeout=self.timeout)
+        except grpc.RpcError as exc:
+            raise error_from_rpc(exc) from None
+
+    # -- MarkService ---------------------------------------------------------------------------
+    def issue(
+        self,
+        *,
+        request_id: str,
+        plate_number: str,
+        plate_type: str,
+        reason: int,
+        vin: str = "",
+        inspected_on: str = "",
+        station_id: str = "",
+    ) -> pb.IssueResponse:
+        return self._call(
+            self.marks.Issue,
+            pb.IssueRequest(
+                request_id=request_id,
+                plate_number=plate_number,
+                plate_type=plate_type,
+                vin=vin,
+                reason=reason,  # type: ignore[arg-type]
+                inspected_on=inspected_on,
+                station_id=station_id,
+            ),
+        )
+
+    def verify(self, qr_text: str, *, at_date: str = "") -> pb.VerifyResponse:
+        return self._call(self.marks.Verify, pb.VerifyRequest(qr_text=qr_text, at_date=at_date))
+
+    def verify_batch(self, qr_texts: Sequence[str], *, at_date: str = "") -> pb.VerifyBatchResponse:
+        return self._call(self.marks.VerifyBatch, pb.VerifyBatchRequest(qr_texts=qr_texts, at_date=at_date))
+
+    def lookup(
+        self, *, plate_number: str = "", plate_type: str = "", vin: str = "", at_date: str = ""
+    ) -> pb.LookupVehicleStatusResponse:
+        return self._call(
+            self.marks.LookupVehicleStatus,
+            pb.LookupVehicleStatusRequest(plate_number=plate_number, plate_type=plate_type, vin=vin, at_date=at_date),
+        )
+
+    def present(self, *, plate_number: str, plate_type: str) -> pb.PresentResponse:
+        return self._call(self.marks.Present, pb.PresentRequest(plate_number=plate_number, plate_type=plate_type))
+
+    def trust_list(self) -> pb.GetTrustListResponse:
+        return self._call(self.marks.GetTrustList, pb.GetTrustListRequest())
+
+    # -- RegistryService -----------------------------------------------------------------------
+    def upsert_vehicles(self, vehicles: Sequence[rpb.Vehicle]) -> rpb.UpsertVehiclesResponse:
+        return self._call(self.registry.UpsertVehicles, rpb.UpsertVehiclesRequest(vehicles=vehicles))
+
+    def set_status(self, *, plate_number: str, plate_type: str, status_codes: str) -> rpb.SetVehicleStatusResponse:
+        return self._call(
+            self.registry.SetVehicleStatus,
+            rpb.SetVehicleStatusRequest(plate_number=plate_number, plate_type=plate_type, status_codes=status_codes),
+        )
+
+    def revoke_mark(self, serial: int, reason: str = "") -> rpb.RevokeMarkResponse:
+        return self._call(self.registry.RevokeMark, rpb.RevokeMarkRequest(serial=serial, reason=reason))
+
+
+def to_json_dict(message: Message) -> dict[str, Any]:
+    """A response as JSON-ready data: field names in snake_case, enums by name, 64-bit
+    integers as numbers (proto3's JSON mapping would quote them)."""
+    from google.protobuf.json_format import MessageToDict
+
+    data = MessageToDict(message, preserving_proto_field_name=True, always_print_fields_with_no_presence=True)
+    _unquote_int64(message, data)
+    return data
+
+
+def _unquote_int64(message: Message, data: dict[str, Any]) -> None:
+    from google.protobuf.descriptor import FieldDescriptor as F
+
+    wide = {F.TYPE_INT64, F.TYPE_UINT64, F.TYPE_SINT64, F.TYPE_FIXED64, F.TYPE_SFIXED64}
+    for fd in message.DESCRIPTOR.fields:
+        value = data.get(fd.name)
+        if value is None:
+            continue
+        if fd.type in wide:
+            data[fd.name] = [int(v) for v in value] if isinstance(value, list) else int(value)
+        elif fd.type == F.TYPE_MESSAGE and fd.message_type is not None and fd.message_type.name != "Timestamp":
+            items = getattr(message, fd.name)
+            for sub_message, sub_data in zip(
+                items if isinstance(value, list) else [items],
+                value if isinstance(value, list) else [value],
+                strict=True,
+            ):
+                _unquote_int64(sub_message, sub_data)

@@ -1,0 +1,253 @@
+"""Assembling a running server: store, keys, index, services, health, reflection, metrics.
+
+server = VimarkServer(ServerConfig(db_url=..., keys_dir=..., listen="127.0.0.1:0"))
+server.start()            # binds; the index loads in the background (health NOT_SERVING)
+server.wait_ready()
+...
+server.stop(grace=5)      # health NOT_SERVING, drain in-flight calls, close the store
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+import logging
+import threading
+import time
+from concurrent import futures
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from prometheus_client import start_http_server
+from vimark.client.domain import Clock, system_clock
+from vimark.client.errors import Unavailable, VimarkError
+from vimark.client.trust import TrustList
+from vimark.server import rules
+from vimark.server.index import ValidityIndex
+from vimark.server.issuer import Issuer, Signer
+from vimark.server.keys import KeyDirectory, KeyRing
+from vimark.server.metrics import Metrics
+from vimark.server.service import MarkService, RegistryService
+from vimark.server.store import Store
+from vimark.server.verifier import Verifier
+from vimark.server.views import Role
+from vimark.v1 import mark_service_pb2, mark_service_pb2_grpc, registry_service_pb2, registry_service_pb2_grpc
+
+log = logging.getLogger("vimark.server")
+
+# Large enough for a full VerifyBatch (1,000 x 1,024 characters); anything bigger is refused
+# by gRPC before it is read into a message.
+MAX_MESSAGE_BYTES = 2 * 1024 * 1024
+SERVICE_NAMES = (
+    mark_service_pb2.DESCRIPTOR.services_by_name["MarkService"].full_name,
+    registry_service_pb2.DESCRIPTOR.services_by_name["RegistryService"].full_name,
+)
+
+
+@dataclass
+class ServerConfig:
+    db_url: str = "sqlite:///vimark.db"
+    keys_dir: Path = Path("vimark-keys")
+    listen: str = "127.0.0.1:50051"
+    dev_role: Role = Role.POLICE  # development mode: every caller has this role
+    metrics_port: int = 0  # 0: no metrics endpoint
+    presentation_lifetime: dt.timedelta = dt.timedelta(minutes=3)
+    poll_interval: float = 0.2  # seconds between change-log polls
+    max_workers: int = 16
+    clock: Clock = system_clock
+    rule_config: rules.RuleConfig = field(default_factory=rules.RuleConfig)
+
+
+class KeyWatcher:
+    """The key ring, reloaded when the key directory's manifest changes (rotation, revocation)."""
+
+    def __init__(self, directory: KeyDirectory, signer_factory: type[Signer] = Signer) -> None:
+        self.directory = directory
+        self._mtime = directory.manifest_mtime()
+        self._ring = directory.load()
+        self._trust = self._ring.trust_list()
+        self.signer = signer_factory(self._ring)
+
+    def ring(self) -> KeyRing:
+        return self._ring
+
+    def current(self) -> TrustList:
+        return self._trust
+
+    def refresh(self) -> None:
+        mtime = self.directory.manifest_mtime()
+        if mtime != self._mtime:
+            ring = self.directory.load()
+            self._ring, self._trust, self._mtime = ring, ring.trust_list(), mtime
+            self.signer.replace(ring)
+            log.info("key directory reloaded: active key %d, %d trusted", ring.active_key_id, len(ring.trusted))
+
+
+class IndexSync:
+    """Loads the index from the store, then tails the change log: on every local write and
+    every poll_interval in the background (which is how writes by other servers arrive)."""
+
+    def __init__(self, store: Store, index: ValidityIndex, metrics: Metrics) -> None:
+        self.store = store
+        self.index = index
+        self.metrics = metrics
+        self.ready = False
+        self._lock = threading.Lock()
+        self._synced_at = time.monotonic()
+
+    def load(self) -> None:
+        started = time.perf_counter()
+        self.index.load(*self.store.snapshot())
+        self.ready = True
+        self._record()
+        log.info("index loaded: %d vehicles in %.2fs", len(self.index), time.perf_counter() - started)
+
+    def catch_up(self) -> None:
+        with self._lock:
+            while changes := self.store.changes_since(self.index.last_change_id):
+                self.index.apply(changes)
+            self._synced_at = time.monotonic()
+            self._record()
+
+    def _record(self) -> None:
+        self.metrics.index_vehicles.set(len(self.index))
+        self.metrics.index_change_id.set(self.index.last_change_id)
+        self.metrics.index_bytes.set(self.index.nbytes())
+
+    def sync_age(self) -> float:
+        return time.monotonic() - self._synced_at
+
+
+class DevCaller:
+    """Development mode: no TLS, so every caller gets the role fixed at start."""
+
+    def __init__(self, role: Role) -> None:
+        self._role = role
+
+    def role(self, context: grpc.ServicerContext) -> Role:
+        return self._role
+
+
+def require_loopback(listen: str) -> None:
+    host = listen.rsplit(":", 1)[0].strip("[]")
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback:
+        raise VimarkError(
+            f"development mode serves plaintext without client authentication, so it listens on loopback only "
+            f"(got {listen!r}); use 127.0.0.1:PORT",
+            reason="DEV_MODE_LOOPBACK_ONLY",
+        )
+
+
+class VimarkServer:
+    def __init__(self, config: ServerConfig) -> None:
+        require_loopback(config.listen)
+        self.config = config
+        self.metrics = Metrics()
+        self.store = Store(config.db_url)
+        self.keys = KeyWatcher(KeyDirectory(config.keys_dir, config.clock))
+        self.index = ValidityIndex()
+        self.sync = IndexSync(self.store, self.index, self.metrics)
+        self.issuer = Issuer(self.store, self.keys.signer, config.clock, config.rule_config)
+        self.verifier = Verifier(self.index, self.keys, config.clock, config.rule_config)
+        self.health = health.HealthServicer()
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self.server = grpc.server(
+            futures.ThreadPoolExecutor(max_workers=config.max_workers, thread_name_prefix="vimark-rpc"),
+            options=[
+                ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+                ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+            ],
+        )
+        caller = DevCaller(config.dev_role)
+        mark_service_pb2_grpc.add_MarkServiceServicer_to_server(
+            MarkService(
+                self.metrics,
+                self.sync,
+                caller,
+                store=self.store,
+                index=self.index,
+                issuer=self.issuer,
+                verifier=self.verifier,
+                trust=self.keys.ring,
+                presentation_lifetime=config.presentation_lifetime,
+            ),
+            self.server,
+        )
+        registry_service_pb2_grpc.add_RegistryServiceServicer_to_server(
+            RegistryService(self.metrics, self.sync, caller, store=self.store), self.server
+        )
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        reflection.enable_server_reflection(
+            (*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
+            self.server,
+        )
+        self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
+        self.port = self.server.add_insecure_port(config.listen)
+        if self.port == 0:
+            raise VimarkError(f"cannot listen on {config.listen}", reason="LISTEN_FAILED")
+        self.metrics_port = 0
+
+    def _set_health(self, status: int) -> None:
+        for name in ("", *SERVICE_NAMES):
+            self.health.set(name, status)  # type: ignore[arg-type]
+
+    def start(self) -> None:
+        if self.config.metrics_port:
+            http, _ = start_http_server(self.config.metrics_port, "127.0.0.1", registry=self.metrics.registry)
+            self.metrics_port = http.server_port
+            self._http = http
+        self.server.start()
+        self._spawn(self._load_then_tail, "vimark-index")
+
+    def _spawn(self, target: object, name: str) -> None:
+        thread = threading.Thread(target=target, name=name, daemon=True)  # type: ignore[arg-type]
+        thread.start()
+        self._threads.append(thread)
+
+    def _load_then_tail(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.sync.load()
+                break
+            except Unavailable as exc:
+                log.warning("cannot load the index yet: %s", exc)
+                self._stop.wait(1.0)
+        self._set_health(health_pb2.HealthCheckResponse.SERVING)
+        while not self._stop.wait(self.config.poll_interval):
+            try:
+                self.sync.catch_up()
+                self.keys.refresh()
+            except Unavailable as exc:  # the database is down: keep verifying from the index
+                log.warning("change log unreachable: %s", exc)
+            except Exception:
+                log.exception("index sync failed")
+            self.metrics.index_sync_age.set(self.sync.sync_age())
+
+    def wait_ready(self, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while not self.sync.ready:
+            if time.monotonic() > deadline:
+                raise TimeoutError("index did not load in time")
+            time.sleep(0.02)
+
+    def stop(self, grace: float = 10.0) -> None:
+        """NOT_SERVING first (balancers stop sending), then drain in-flight calls, then close."""
+        self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
+        self._stop.set()
+        self.server.stop(grace).wait()
+        for thread in self._threads:
+            thread.join(timeout=5)
+        if getattr(self, "_http", None) is not None:
+            self._http.shutdown()
+        self.store.close()
+
+    def wait(self) -> None:
+        self.server.wait_for_termination()

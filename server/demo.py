@@ -1,0 +1,87 @@
+"""`vimark serve --demo N`: synthetic vehicles with marks, so a new user has something to scan."""
+
+from __future__ import annotations
+
+import datetime as dt
+import random
+
+from vimark.client.domain import PROVINCES, Clock, VehicleCategory, china_date, month_of, status_bits
+from vimark.server import rules
+from vimark.server.issuer import IssueCommand, Issuer, facts
+from vimark.server.records import VehicleRecord
+from vimark.server.store import Store
+from vimark.v1 import certificate_pb2
+
+_LETTERS = "ABCDEFGHJKLMNPQRSTUVWXYZ"  # no I, O
+_VIN_CHARS = "ABCDEFGHJKLMNPRSTUVWXYZ0123456789"  # no I, O, Q
+_CATEGORIES = [  # (category, plate type, weight): mostly private cars, as on the road
+    (VehicleCategory.SMALL_PASSENGER, "02", 70),
+    (VehicleCategory.SMALL_VAN, "02", 4),
+    (VehicleCategory.COMMERCIAL_PASSENGER, "02", 6),
+    (VehicleCategory.GOODS, "01", 8),
+    (VehicleCategory.LARGE_PASSENGER, "01", 2),
+    (VehicleCategory.MOTORCYCLE, "07", 5),
+    (VehicleCategory.SMALL_PASSENGER, "52", 5),  # small new-energy cars
+]
+
+
+def demo_vehicles(n: int, today: dt.date, seed: int = 2026) -> list[VehicleRecord]:
+    """n synthetic vehicles: about 90% within validity, 5% overdue, 5% with a status set."""
+    rng = random.Random(seed)
+    vehicles = []
+    for i in range(n):
+        category, plate_type, _ = rng.choices(_CATEGORIES, weights=[w for *_, w in _CATEGORIES])[0]
+        province = PROVINCES[i % len(PROVINCES)]
+        letter = _LETTERS[(i // len(PROVINCES)) % len(_LETTERS)]
+        if plate_type == "52":
+            plate = f"{province}{letter}D{rng.choice(_LETTERS)}{rng.randrange(10000):04d}"
+        else:
+            plate = f"{province}{letter}{i % 100000:05d}"
+        registered = today - dt.timedelta(days=rng.randrange(60, 12 * 365))
+        seats = 5 if category in (VehicleCategory.SMALL_PASSENGER, VehicleCategory.SMALL_VAN) else 0
+        record = VehicleRecord(
+            vehicle_id=0,
+            plate_type=plate_type,
+            plate_number=plate,
+            vin="".join(rng.choice(_VIN_CHARS) for _ in range(11)) + f"{i:06d}",
+            category=category,
+            registered_on=registered,
+            seats=seats,
+            exemption_lost=False,
+            status_bits=0,
+            valid_until=None,
+            current_serial=0,
+        )
+        grid_facts = facts(record)
+        due = rules.next_grid_due_after(grid_facts, month_of(today) - 1)  # the due month covering today
+        roll = rng.random()
+        if roll < 0.05:  # overdue: the due before that passed without inspection
+            due = max((d for d in rules.grid(grid_facts) if d < month_of(today)), default=due)
+        status = "A"
+        if 0.05 <= roll < 0.10:
+            status = rng.choice("CDGKLJ")
+        vehicles.append(VehicleRecord(**{**record.__dict__, "valid_until": due, "status_bits": status_bits(status)}))
+    return vehicles
+
+
+def seed_demo(store: Store, issuer: Issuer, n: int, clock: Clock) -> str:
+    if store.count_vehicles():
+        return "the database already holds vehicles; nothing seeded"
+    today = china_date(clock())
+    vehicles = demo_vehicles(n, today)
+    for start in range(0, n, 1000):
+        store.upsert_vehicles(vehicles[start : start + 1000])
+    issued = 0
+    for i, v in enumerate(vehicles):
+        if rules.within_validity(v.valid_until, today) and not v.status_bits & status_bits("BCEMP"):
+            issuer.issue(
+                IssueCommand(
+                    f"demo-{i}", v.plate_type, v.plate_number, v.vin, certificate_pb2.ISSUE_REASON_REDOWNLOAD, None, ""
+                )
+            )
+            issued += 1
+    sample = vehicles[0]
+    return (
+        f"seeded {n} vehicles and {issued} marks; try: vimark present --plate-number {sample.plate_number} "
+        f"--plate-type {sample.plate_type}"
+    )

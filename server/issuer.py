@@ -1,0 +1,214 @@
+"""Issuance: rules -> sign -> store (mark, vehicle, change log in one transaction).
+
+This module and keys.py are the only holders of the private signing key; nothing here parses
+a scanned QR.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from vimark.client import certificate as cert
+from vimark.client.domain import Clock, china_date, parse_date, parse_plate_number, parse_plate_type, parse_vin
+from vimark.client.errors import InvalidArgument
+from vimark.server import rules
+from vimark.server.keys import KeyRing
+from vimark.server.records import MarkPlan, MarkRecord, VehicleRecord
+
+_REASONS: dict[int, rules.IssueReason] = {
+    cert.IssueReason.ISSUE_REASON_REGISTRATION: rules.IssueReason.REGISTRATION,
+    cert.IssueReason.ISSUE_REASON_TRANSFER: rules.IssueReason.TRANSFER,
+    cert.IssueReason.ISSUE_REASON_CHANGE: rules.IssueReason.CHANGE,
+    cert.IssueReason.ISSUE_REASON_INSPECTION_PASSED: rules.IssueReason.INSPECTION_PASSED,
+    cert.IssueReason.ISSUE_REASON_EXEMPTION: rules.IssueReason.EXEMPTION,
+    cert.IssueReason.ISSUE_REASON_REDOWNLOAD: rules.IssueReason.REDOWNLOAD,
+    cert.IssueReason.ISSUE_REASON_PAPER_LOST: rules.IssueReason.PAPER_LOST,
+}
+MAX_REQUEST_ID = 64
+MAX_STATION_ID = 32
+
+
+class IssuingStore(Protocol):
+    """What issuance needs of the store."""
+
+    def issue(
+        self,
+        request_id: str,
+        plate_type: str,
+        plate_number: str,
+        decide: Callable[[VehicleRecord], MarkPlan],
+        sign: Callable[[int, VehicleRecord, MarkPlan], tuple[str, int]],
+    ) -> tuple[MarkRecord, bool]: ...
+
+
+@dataclass(frozen=True)
+class IssueCommand:
+    """A checked Issue request."""
+
+    request_id: str
+    plate_type: str
+    plate_number: str
+    vin: str
+    reason: int  # IssueReason
+    inspected_on: dt.date | None
+    station_id: str
+
+    @classmethod
+    def parse(
+        cls,
+        request_id: str,
+        plate_type: str,
+        plate_number: str,
+        vin: str,
+        reason: int,
+        inspected_on: str,
+        station_id: str,
+    ) -> IssueCommand:
+        if not request_id:
+            raise InvalidArgument("request_id", "required (an idempotency key chosen by the caller)")
+        if len(request_id) > MAX_REQUEST_ID or not request_id.isprintable():
+            raise InvalidArgument("request_id", f"at most {MAX_REQUEST_ID} printable characters")
+        if reason not in _REASONS:
+            raise InvalidArgument("reason", "required: one of " + ", ".join(r.value for r in rules.IssueReason))
+        inspection = reason == cert.IssueReason.ISSUE_REASON_INSPECTION_PASSED
+        if inspection and not (inspected_on and station_id):
+            raise InvalidArgument("inspected_on", "an inspection_passed mark needs inspected_on and station_id")
+        if len(station_id) > MAX_STATION_ID:
+            raise InvalidArgument("station_id", f"at most {MAX_STATION_ID} characters")
+        return cls(
+            request_id=request_id,
+            plate_type=parse_plate_type(plate_type),
+            plate_number=parse_plate_number(plate_number),
+            vin=parse_vin(vin) if vin else "",
+            reason=reason,
+            inspected_on=parse_date(inspected_on, "inspected_on") if inspected_on else None,
+            station_id=station_id,
+        )
+
+
+def facts(vehicle: VehicleRecord) -> rules.VehicleFacts:
+    return rules.VehicleFacts(
+        category=vehicle.category,
+        registered_on=vehicle.registered_on,
+        seats=vehicle.seats or None,
+        exemption_lost=vehicle.exemption_lost,
+        status_bits=vehicle.status_bits,
+    )
+
+
+class Signer:
+    """Signs and seals certificate bodies with the active keys; the key ring can be swapped
+    (rotation) while the server runs."""
+
+    def __init__(self, keyring: KeyRing) -> None:
+        self._keyring = keyring
+        self._lock = threading.Lock()
+
+    def replace(self, keyring: KeyRing) -> None:
+        with self._lock:
+            self._keyring = keyring
+
+    def sign(self, body: cert.CertificateBody) -> tuple[str, int]:
+        """Returns (QR text, signing key id)."""
+        with self._lock:
+            ring = self._keyring
+        key_id, signing_key = ring.active_signing_key()
+        body_bytes = body.to_bytes()
+        signature = signing_key.sign(cert.signed_message(key_id, body_bytes))
+        seal = (ring.active_seal_key_id, ring.seal_keys[ring.active_seal_key_id])
+        return cert.encode(body_bytes, key_id, signature, seal), key_id
+
+
+class Issuer:
+    def __init__(
+        self, store: IssuingStore, signer: Signer, clock: Clock, config: rules.RuleConfig = rules.DEFAULT_CONFIG
+    ) -> None:
+        self.store = store
+        self.signer = signer
+        self.clock = clock
+        self.config = config
+
+    def issue(self, command: IssueCommand) -> tuple[MarkRecord, bool]:
+        now = self.clock()
+
+        def decide(vehicle: VehicleRecord) -> MarkPlan:
+            if command.vin and command.vin != vehicle.vin:
+                raise InvalidArgument("vin", f"{command.vin} is not the registered VIN of {vehicle.plate_number}")
+            valid_until = rules.new_valid_until(
+                facts(vehicle),
+                _REASONS[command.reason],
+                vehicle.valid_until,
+                china_date(now),
+                command.inspected_on,
+                self.config,
+            )
+            return MarkPlan(valid_until, command.reason, now, command.inspected_on, command.station_id)
+
+        def sign(serial: int, vehicle: VehicleRecord, plan: MarkPlan) -> tuple[str, int]:
+            return self.signer.sign(
+                self.body(
+                    serial,
+                    vehicle,
+                    plan.valid_until,
+                    plan.reason,
+                    plan.issued_at,
+                    cert.Presentation.PRESENTATION_OFFLINE,
+                )
+            )
+
+        mark, replayed = self.store.issue(command.request_id, command.plate_type, command.plate_number, decide, sign)
+        if replayed and (mark.plate_type, mark.plate_number) != (command.plate_type, command.plate_number):
+            raise InvalidArgument("request_id", f"{command.request_id!r} was already used for another vehicle")
+        return mark, replayed
+
+    @staticmethod
+    def body(
+        serial: int,
+        vehicle: VehicleRecord,
+        valid_until: int,
+        reason: int,
+        issued_at: dt.datetime,
+        presentation: int,
+        expires_at: int = 0,
+    ) -> cert.CertificateBody:
+        return cert.CertificateBody(
+            serial=serial,
+            plate_number=vehicle.plate_number,
+            plate_type=vehicle.plate_type,
+            vin=vehicle.vin,
+            valid_until=valid_until,
+            issued_at=int(issued_at.timestamp()),
+            reason=reason,
+            presentation=presentation,
+            presentation_expires_at=expires_at,
+        )
+
+    def present(self, mark: MarkRecord, vehicle: VehicleRecord, lifetime: dt.timedelta) -> tuple[str, dt.datetime, str]:
+        """The live QR (void after `lifetime`) and the print copy of a vehicle's current mark."""
+        expires = self.clock() + lifetime
+        live, _ = self.signer.sign(
+            self.body(
+                mark.serial,
+                vehicle,
+                mark.valid_until,
+                mark.reason,
+                mark.issued_at,
+                cert.Presentation.PRESENTATION_ONLINE,
+                int(expires.timestamp()),
+            )
+        )
+        printed, _ = self.signer.sign(
+            self.body(
+                mark.serial,
+                vehicle,
+                mark.valid_until,
+                mark.reason,
+                mark.issued_at,
+                cert.Presentation.PRESENTATION_PRINT,
+            )
+        )
+        return live, expires, printed

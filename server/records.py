@@ -1,0 +1,63 @@
+"""Plain records passed between the store, the index and the services (no SQLAlchemy here)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+from vimark.client.domain import Month, VehicleCategory
+
+
+@dataclass(frozen=True)
+class VehicleRecord:
+    """A vehicle as the registry and vimark know it; exactly what the validity index holds."""
+
+    vehicle_id: int
+    plate_type: str
+    plate_number: str
+    vin: str
+    category: VehicleCategory
+    registered_on: dt.date
+    seats: int  # 0 = unknown
+    exemption_lost: bool
+    status_bits: int
+    valid_until: Month | None
+    current_serial: int  # 0 = no mark yet
+
+
+@dataclass(frozen=True)
+class MarkRecord:
+    """One issued mark, as stored."""
+
+    serial: int
+    vehicle_id: int
+    plate_type: str
+    plate_number: str
+    vin: str
+    valid_until: Month
+    reason: int  # IssueReason
+    issued_at: dt.datetime
+    key_id: int
+    qr_text: str
+    request_id: str
+    revoked: bool
+
+
+@dataclass(frozen=True)
+class Change:
+    """One change-log row: vehicle `vehicle.vehicle_id` now reads `vehicle`; `revoked_serial` if a revocation."""
+
+    change_id: int
+    vehicle: VehicleRecord
+    revoked_serial: int | None
+
+
+@dataclass(frozen=True)
+class MarkPlan:
+    """What the rules decided for a new mark; the store assigns the serial."""
+
+    valid_until: Month
+    reason: int  # IssueReason
+    issued_at: dt.datetime
+    inspected_on: dt.date | None = None
+    station_id: str = ""

@@ -1,0 +1,360 @@
+"""The rules engine: inspection grid, exemption, the window before a due date, overdue cycles, and
+the valid-until month of a new mark.
+
+Pure functions: no I/O, no clock. The date that validity is judged on is always passed in
+(`today`, a calendar date in China). Rule numbers in comments (R1..R8) let a reviewer check each
+step against docs/domain.md ("Vehicle status codes" and "Inspection cycles"):
+
+  R1 statuses that forbid any new mark        R5 exemption application
+  R2 registration                             R6 who is exempt from the lane test, and when
+  R3 re-issue within validity                 R7 intervals (Art. 16 and the 2022 reform)
+  R4 passed lane inspection                   R8 overdue cycles and compulsory scrapping
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import assert_never
+
+from vimark.client.domain import (
+    BLOCKS_INSPECTION_ISSUE_MASK,
+    BLOCKS_ISSUE_MASK,
+    STATUS_CODES,
+    Month,
+    VehicleCategory,
+    format_month,
+    month_end,
+    month_of,
+    month_start,
+    status_letters,
+)
+from vimark.client.errors import InvalidArgument, RuleViolation
+
+# Exemption from the lane test began on 2014-09-01; the four-ministry reform took effect on
+# 2022-10-01. "The rule set in force on a due date decides": compared with the due month's first day.
+EXEMPTION_BEGAN = dt.date(2014, 9, 1)
+REFORM_2022 = dt.date(2022, 10, 1)
+# Compulsory Scrapping Standard (2012) Art. 4: no valid mark for 3 consecutive inspection cycles.
+SCRAPPING_CYCLES = 3
+
+
+@dataclass(frozen=True)
+class RuleConfig:
+    """The rules vimark treats as configurable rather than settled by regulation."""
+
+    # Motorcycles are only *reportedly* exempt within 6 years (one secondary source), so the
+    # exemption is off by default: 0 = never exempt; 6 = exempt at due dates before age 6.
+    motorcycle_exempt_years: int = 0
+    # A mark may be granted in the last `window_months` calendar months of the current validity.
+    window_months: int = 3
+
+    def __post_init__(self) -> None:
+        if self.motorcycle_exempt_years < 0:
+            raise ValueError(f"motorcycle_exempt_years must be >= 0, not {self.motorcycle_exempt_years}")
+        if self.window_months < 1:
+            raise ValueError(f"window_months must be >= 1, not {self.window_months}")
+
+
+# A module constant rather than `RuleConfig()` in each signature: one shared immutable default.
+DEFAULT_CONFIG = RuleConfig()
+
+
+@dataclass(frozen=True)
+class VehicleFacts:
+    """What the rules need to know about a vehicle."""
+
+    category: VehicleCategory
+    registered_on: dt.date
+    seats: int | None  # None = unknown
+    exemption_lost: bool
+    status_bits: int  # vimark.client.domain.status_bits(...) of the stored letters
+
+    @property
+    def registration_month(self) -> Month:
+        """D0 of the inspection grid: cycles are counted from the month of first registration."""
+        return month_of(self.registered_on)
+
+
+class IssueReason(enum.Enum):
+    REGISTRATION = "registration"
+    TRANSFER = "transfer"
+    CHANGE = "change"
+    INSPECTION_PASSED = "inspection_passed"
+    EXEMPTION = "exemption"
+    REDOWNLOAD = "redownload"
+    PAPER_LOST = "paper_lost"
+
+
+# ---------------------------------------------------------------------------------------------
+# R7 intervals and the grid
+
+
+def _age_at(facts: VehicleFacts, due: Month) -> int:
+    """The vehicle's age in whole years at a due month."""
+    return (due - facts.registration_month) // 12
+
+
+def _reform_in_force(due: Month) -> bool:
+    return month_start(due) >= REFORM_2022
+
+
+def _seats_at_most(seats: int | None, limit: int) -> bool:
+    # Unknown seats: assume an ordinary car (at most 5), which passes every seat limit here.
+    return seats is None or seats <= limit
+
+
+def interval_months(facts: VehicleFacts, due: Month, config: RuleConfig = DEFAULT_CONFIG) -> int:
+    """R7: the step taken from grid due month `due`, under the rule set in force on that due date
+    and the vehicle's age at it. "12 months until age 5" means: a step taken at age < 5."""
+    age = _age_at(facts, due)
+    match facts.category:
+        case VehicleCategory.COMMERCIAL_PASSENGER:
+            return 12 if age < 5 else 6
+        case VehicleCategory.GOODS | VehicleCategory.LARGE_PASSENGER:
+            return 12 if age < 10 else 6
+        case VehicleCategory.SMALL_PASSENGER if _reform_in_force(due) and _seats_at_most(facts.seats, 9):
+            # 2022 reform: 24 months until age 10, then 12; the 6-month step after 15 is gone.
+            # It follows category and seats only: losing the exemption means a lane test at each
+            # due date, not a shorter cycle (vimark's reading).
+            return 24 if age < 10 else 12
+        case VehicleCategory.SMALL_PASSENGER | VehicleCategory.SMALL_VAN:
+            # Art. 16 small-passenger cycle; vans keep it after the reform.
+            return 24 if age < 6 else 12 if age < 15 else 6
+        case VehicleCategory.MOTORCYCLE:
+            return 24 if age < 4 else 12
+        case VehicleCategory.OTHER:
+            return 12
+    assert_never(facts.category)
+
+
+def grid(facts: VehicleFacts, config: RuleConfig = DEFAULT_CONFIG) -> Iterator[Month]:
+    """The due months D1, D2, ... (endless). D0, the registration month, is not yielded; each step
+    is the interval in force at the due date it is taken from."""
+    due = facts.registration_month
+    while True:
+        due += interval_months(facts, due, config)
+        yield due
+
+
+def first_due(facts: VehicleFacts, config: RuleConfig = DEFAULT_CONFIG) -> Month:
+    return next(grid(facts, config))
+
+
+def next_grid_due_after(facts: VehicleFacts, month: Month, config: RuleConfig = DEFAULT_CONFIG) -> Month:
+    """The first grid due month strictly after `month`."""
+    for due in grid(facts, config):
+        if due > month:
+            return due
+    raise AssertionError("unreachable: the grid is endless")
+
+
+def _latest_grid_due_at_or_before(facts: VehicleFacts, month: Month, config: RuleConfig) -> Month:
+    """The latest grid due month <= `month`, or the registration month if there is none yet."""
+    latest = facts.registration_month
+    for due in grid(facts, config):
+        if due > month:
+            return latest
+        latest = due
+    raise AssertionError("unreachable: the grid is endless")
+
+
+# ---------------------------------------------------------------------------------------------
+# R6 exemption from the lane test
+
+
+def _exemption_refusal(facts: VehicleFacts, due: Month, config: RuleConfig) -> str | None:
+    """Why the due date `due` cannot be satisfied by an exemption application; None if it can."""
+    age = _age_at(facts, due)
+    at = f"the due date {format_month(due)} (age {age})"
+    # R6.1 the exemption did not exist before 2014-09-01 (domain.md: "from 2014-09-01").
+    if month_start(due) < EXEMPTION_BEGAN:
+        return f"{at} is before exemption from the lane test began on {EXEMPTION_BEGAN.isoformat()}"
+    lost = (
+        "the vehicle has lost the exemption (accident with casualties, illegal modification, "
+        "converted from commercial use, or registered more than 4 years after manufacture)"
+    )
+    match facts.category:
+        case VehicleCategory.SMALL_PASSENGER:
+            # R6.2 before the reform: fewer than 7 seats, years 2 and 4; from the reform: at most
+            # 9 seats, years 2, 4 and 8. Either way a vehicle that lost the exemption is tested.
+            reform = _reform_in_force(due)
+            max_seats, ages = (9, (2, 4, 8)) if reform else (6, (2, 4))
+            rule_set = "the 2022 reform" if reform else "the 2014 rules"
+            if facts.exemption_lost:
+                return lost
+            if not _seats_at_most(facts.seats, max_seats):
+                return f"{facts.seats} seats: at {at} {rule_set} exempt only cars of at most {max_seats} seats"
+            if age not in ages:
+                listed = ", ".join(map(str, ages))
+                return f"{at} needs a lane test: {rule_set} exempt only at ages {listed}"
+            return None
+        case VehicleCategory.SMALL_VAN:
+            return "a van (面包车) is never exempt from the lane test"
+        case VehicleCategory.MOTORCYCLE:
+            # R6.3 configurable: exempt at years 2 and 4 while younger than motorcycle_exempt_years.
+            # domain.md states the loss of exemption for any vehicle, so it applies here too.
+            if config.motorcycle_exempt_years == 0:
+                return "motorcycles are not exempt from the lane test (motorcycle_exempt_years = 0)"
+            if facts.exemption_lost:
+                return lost
+            if age not in (2, 4) or age >= config.motorcycle_exempt_years:
+                return (
+                    f"{at} needs a lane test: motorcycles are exempt only at ages 2 and 4 "
+                    f"below age {config.motorcycle_exempt_years}"
+                )
+            return None
+        case (
+            VehicleCategory.COMMERCIAL_PASSENGER
+            | VehicleCategory.GOODS
+            | VehicleCategory.LARGE_PASSENGER
+            | VehicleCategory.OTHER
+        ):
+            return f"a {facts.category.value} vehicle is never exempt from the lane test"
+    assert_never(facts.category)
+
+
+def exemption_eligible(facts: VehicleFacts, due: Month, config: RuleConfig = DEFAULT_CONFIG) -> bool:
+    """R6: may the due date `due` be satisfied by an exemption application (no lane test)?"""
+    return _exemption_refusal(facts, due, config) is None
+
+
+# ---------------------------------------------------------------------------------------------
+# The window, validity and overdue cycles (R8)
+
+
+def window_opens(valid_until: Month, config: RuleConfig = DEFAULT_CONFIG) -> dt.date:
+    """The first day the next mark may be granted: "in the 3 months before the validity ends" is
+    read as the last 3 calendar months of it (valid until 2027-06 -> from 2027-04-01)."""
+    return month_start(valid_until - (config.window_months - 1))
+
+
+def within_validity(valid_until: Month | None, today: dt.date) -> bool:
+    """Validity is recorded to the month: valid through the last day of `valid_until`."""
+    return valid_until is not None and today <= month_end(valid_until)
+
+
+def overdue_cycles(
+    facts: VehicleFacts, valid_until: Month | None, today: dt.date, config: RuleConfig = DEFAULT_CONFIG
+) -> int:
+    """R8: how many consecutive inspection cycles the vehicle has been without a valid mark on `today`.
+
+    The cycle ending at `valid_until` is the first missed; each later grid due month whose month
+    has ended adds one. With no validity at all, every grid due month that has ended counts.
+    """
+    if within_validity(valid_until, today):
+        return 0
+    this_month = month_of(today)
+    # R8.1 count from valid_until itself even when it is off the grid (imported data), so that a
+    # vehicle past its validity is always at least 1 cycle overdue; on the grid this is the same
+    # as counting grid dues D with valid_until <= D.
+    cycles = 0 if valid_until is None else 1
+    after = facts.registration_month if valid_until is None else valid_until
+    for due in grid(facts, config):
+        if due >= this_month:  # month_end(due) < today  <=>  due < month_of(today)
+            return cycles
+        if due > after:
+            cycles += 1
+    raise AssertionError("unreachable: the grid is endless")
+
+
+def scrapping_due(cycles: int) -> bool:
+    """Compulsory Scrapping Standard (2012) Art. 4: 3 consecutive cycles without a valid mark."""
+    return cycles >= SCRAPPING_CYCLES
+
+
+# ---------------------------------------------------------------------------------------------
+# The valid-until month of a new mark
+
+
+def _describe(bits: int) -> str:
+    return ", ".join(
+        f"{c} {STATUS_CODES[c].name_zh} ({STATUS_CODES[c].name_en})" for c in status_letters(bits) if c != "A"
+    )
+
+
+def _renew(facts: VehicleFacts, current: Month | None, on: dt.date, exemption: bool, config: RuleConfig) -> Month:
+    """R4/R5: a new cycle, after a lane inspection on `on` or an exemption application made `on`."""
+    # R4.1 no mark after an inspection or exemption while a violation (G) or accident (I) is open.
+    if facts.status_bits & BLOCKS_INSPECTION_ISSUE_MASK:
+        raise RuleViolation(
+            f"vehicle status {_describe(facts.status_bits & BLOCKS_INSPECTION_ISSUE_MASK)}: "
+            "clear it before a mark can be issued",
+            reason="UNPROCESSED_VIOLATION_OR_ACCIDENT",
+        )
+    month = month_of(on)
+    # R4.2 the due date being satisfied: the current valid-until month if `on` is not past it;
+    # for an overdue vehicle, or one with no validity, the latest grid due month <= `on`'s month
+    # (the registration month if none).
+    if current is not None and current >= month:
+        due = current
+    else:
+        due = _latest_grid_due_at_or_before(facts, month, config)
+    # R5.1 an exemption application must satisfy a due date that is exempt from the lane test.
+    # Checked before the window: waiting would not help, so say so first.
+    if exemption:
+        why = _exemption_refusal(facts, due, config)
+        if why is not None:
+            raise RuleViolation(f"no exemption: {why}", reason="NOT_EXEMPT")
+    # R4.3 not before the window before the current validity ends.
+    if current is not None and on < window_opens(current, config):
+        raise RuleViolation(
+            f"too early: valid until {format_month(current)}; the window for the next mark opens on "
+            f"{window_opens(current, config).isoformat()}",
+            reason="TOO_EARLY",
+        )
+    # R4.4 late inspection does not shift the grid (vimark's reading): the new validity runs to the
+    # first grid due month after the later of the current due date and the month of `on`.
+    return next_grid_due_after(facts, max(due, month), config)
+
+
+def new_valid_until(
+    facts: VehicleFacts,
+    reason: IssueReason,
+    current_valid_until: Month | None,
+    today: dt.date,
+    inspected_on: dt.date | None = None,
+    config: RuleConfig = DEFAULT_CONFIG,
+) -> Month:
+    """The valid-until month of a new mark for `reason`, or RuleViolation where the rules forbid it."""
+    current = current_valid_until
+    # R1 B, C, E, M, P: no new mark for any reason.
+    if facts.status_bits & BLOCKS_ISSUE_MASK:
+        raise RuleViolation(
+            f"vehicle status {_describe(facts.status_bits & BLOCKS_ISSUE_MASK)} forbids a new mark",
+            reason="VEHICLE_STATUS_FORBIDS_ISSUE",
+        )
+    match reason:
+        case IssueReason.REGISTRATION:
+            # R2 valid until the first due date; a later validity already held is kept.
+            first = first_due(facts, config)
+            return first if current is None else max(first, current)
+        case IssueReason.TRANSFER | IssueReason.CHANGE | IssueReason.REDOWNLOAD | IssueReason.PAPER_LOST:
+            # R3 the same validity on a new mark (a lost paper mark is just downloaded again); an
+            # overdue vehicle must be inspected first.
+            if current is None:
+                raise RuleViolation("the vehicle has no inspection validity to re-issue", reason="NO_VALIDITY")
+            if not within_validity(current, today):
+                raise RuleViolation(
+                    f"inspection overdue since the end of {format_month(current)}: inspect the vehicle first",
+                    reason="INSPECTION_OVERDUE",
+                )
+            return current
+        case IssueReason.INSPECTION_PASSED:
+            # R4 the inspection date is the station's, and cannot be in the future.
+            if inspected_on is None:
+                raise InvalidArgument("inspected_on", "required for a mark after a passed inspection")
+            if inspected_on > today:
+                raise InvalidArgument("inspected_on", f"{inspected_on.isoformat()} is after today")
+            if inspected_on < facts.registered_on:
+                raise InvalidArgument(
+                    "inspected_on",
+                    f"{inspected_on.isoformat()} is before registration on {facts.registered_on}",
+                )
+            return _renew(facts, current, inspected_on, False, config)
+        case IssueReason.EXEMPTION:
+            # R5 like R4, with the application date (today) in place of the inspection date.
+            return _renew(facts, current, today, True, config)
+    assert_never(reason)

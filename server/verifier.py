@@ -1,0 +1,136 @@
+"""Verification: decode -> signature -> index -> verdict. Never touches the database.
+
+A verdict is data: every QR text, however broken, gets one.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Protocol
+
+from vimark.client import certificate as cert
+from vimark.client.domain import BLOCKS_ROAD_MASK, STATUS_CODES, Clock, china_date, status_letters
+from vimark.client.errors import CertificateError
+from vimark.client.trust import RevokedKey, TrustList
+from vimark.server import rules
+from vimark.server.issuer import facts
+from vimark.server.records import VehicleRecord
+from vimark.v1 import mark_service_pb2 as pb
+
+Verdict = pb.Verdict
+
+
+class IndexView(Protocol):
+    """The read-only view of the validity index that verification needs."""
+
+    def by_plate(self, plate_type: str, plate_number: str) -> VehicleRecord | None: ...
+    def is_revoked(self, serial: int) -> bool: ...
+
+
+class TrustSource(Protocol):
+    def current(self) -> TrustList: ...
+
+
+_VERDICT_OF_ERROR = {
+    cert.MalformedCertificate: Verdict.VERDICT_MALFORMED,
+    cert.UnknownKey: Verdict.VERDICT_UNKNOWN_KEY,
+    cert.ForgedCertificate: Verdict.VERDICT_FORGED,
+    RevokedKey: Verdict.VERDICT_REVOKED,
+}
+
+
+@dataclass(frozen=True)
+class VehicleStanding:
+    """A vehicle's standing on a date: what Lookup shows and Verify adds to a verdict."""
+
+    vehicle: VehicleRecord
+    within_validity: bool
+    overdue_cycles: int
+    status_letters: str  # stored letters plus Q when overdue
+
+    @classmethod
+    def of(cls, vehicle: VehicleRecord, on: dt.date, config: rules.RuleConfig) -> VehicleStanding:
+        within = rules.within_validity(vehicle.valid_until, on)
+        cycles = 0 if within else rules.overdue_cycles(facts(vehicle), vehicle.valid_until, on, config)
+        letters = status_letters(vehicle.status_bits)
+        if not within:
+            letters = ("" if letters == "A" else letters) + "Q"
+        return cls(vehicle, within, cycles, letters)
+
+    @property
+    def blocked(self) -> bool:
+        return bool(self.vehicle.status_bits & BLOCKS_ROAD_MASK)
+
+    @property
+    def police_alert(self) -> bool:
+        return any(STATUS_CODES[c].police_alert for c in self.status_letters)
+
+    @property
+    def scrapping_due(self) -> bool:
+        return rules.scrapping_due(self.overdue_cycles)
+
+
+@dataclass(frozen=True)
+class Verification:
+    verdict: int  # Verdict
+    explanation: str
+    body: cert.CertificateBody | None = None  # set once the certificate is authentic
+    key_id: int = 0
+    standing: VehicleStanding | None = None  # set once the vehicle is known
+
+
+class Verifier:
+    def __init__(
+        self, index: IndexView, trust: TrustSource, clock: Clock, config: rules.RuleConfig = rules.DEFAULT_CONFIG
+    ) -> None:
+        self.index = index
+        self.trust = trust
+        self.clock = clock
+        self.config = config
+
+    def verify_many(self, qr_texts: list[str], at: dt.date | None = None) -> list[Verification]:
+        """One result per text, in order; identical texts are checked once."""
+        seen: dict[str, Verification] = {}
+        return [seen[t] if t in seen else seen.setdefault(t, self.verify(t, at)) for t in qr_texts]
+
+    def verify(self, qr_text: str, at: dt.date | None = None) -> Verification:
+        now = self.clock()
+        on = at or china_date(now)
+        # 1-9. Authenticity: form, seal, key, signature, key life (shared with offline terminals).
+        try:
+            certificate = self.trust.current().authenticate(qr_text)
+        except CertificateError as exc:
+            return Verification(_VERDICT_OF_ERROR.get(type(exc), Verdict.VERDICT_MALFORMED), exc.message)
+        body = certificate.body
+
+        def verdict(v: int, why: str, standing: VehicleStanding | None = None) -> Verification:
+            return Verification(v, why, body, certificate.key_id, standing)
+
+        # 10. A live QR lives minutes, judged by the real clock (a screenshot must not pass later).
+        if (
+            body.presentation == cert.Presentation.PRESENTATION_ONLINE
+            and now.timestamp() > body.presentation_expires_at
+        ):
+            return verdict(Verdict.VERDICT_PRESENTATION_EXPIRED, "this live QR has expired: ask for a fresh one")
+        # 11. The vehicle's current record.
+        vehicle = self.index.by_plate(body.plate_type, body.plate_number)
+        if vehicle is None:
+            return verdict(Verdict.VERDICT_UNKNOWN_VEHICLE, "authentic mark, but no record of this vehicle")
+        standing = VehicleStanding.of(vehicle, on, self.config)
+        # 12. A status that forbids the road overrides whatever the mark says.
+        if standing.blocked:
+            return verdict(Verdict.VERDICT_VEHICLE_BLOCKED, "the vehicle's status forbids the road", standing)
+        # 13. Revoked, then superseded: only the vehicle's current mark counts.
+        if self.index.is_revoked(body.serial):
+            return verdict(Verdict.VERDICT_REVOKED, f"mark {body.serial} has been revoked", standing)
+        if body.serial != vehicle.current_serial or body.vin != vehicle.vin:
+            return verdict(
+                Verdict.VERDICT_SUPERSEDED, f"a newer mark ({vehicle.current_serial}) replaces this one", standing
+            )
+        # 14. Inspection validity on the judged date.
+        if not rules.within_validity(body.valid_until, on):
+            return verdict(
+                Verdict.VERDICT_INSPECTION_EXPIRED, f"inspection validity ended with {body.valid_until_text}", standing
+            )
+        return verdict(Verdict.VERDICT_VALID, f"valid until the end of {body.valid_until_text}", standing)
