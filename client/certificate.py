@@ -28,7 +28,7 @@ from vimark.client.errors import CertificateError
 from vimark.v1 import certificate_pb2
 
 PREFIX = "VM1:"
-MAX_QR_TEXT_LENGTH = 1024  # refused before decoding; real certificates are about 300 characters
+MAX_QR_TEXT_LENGTH = 1024  # refused before decoding; real certificates are 225-241 characters
 SIGNATURE_DOMAIN = b"vimark/v1/mark\x00"
 NONCE_DOMAIN = b"vimark/v1/nonce\x00"
 SEALED, CLEAR = 0x01, 0x02
@@ -95,6 +95,8 @@ class CertificateBody:
         plate_type = f"{message.plate_type:02d}"
         if plate_type not in PLATE_TYPES or not message.serial or not message.plate_number:
             raise MalformedCertificate("certificate body lacks a serial, a plate or a known plate type")
+        if message.reason not in IssueReason.values()[1:] or message.presentation not in Presentation.values()[1:]:
+            raise MalformedCertificate("certificate body names an unknown issue reason or presentation")
         return cls(
             serial=message.serial,
             plate_number=message.plate_number,
@@ -138,6 +140,8 @@ def signed_message(key_id: int, body_bytes: bytes) -> bytes:
 
 def encode(body_bytes: bytes, key_id: int, signature: bytes, seal: tuple[int, bytes] | None) -> str:
     """Assemble the QR text; `seal` is (seal_key_id, 32-byte key), or None for a clear certificate."""
+    if len(signature) != SIGNATURE_SIZE or not 0 <= key_id <= 0xFFFF:
+        raise ValueError(f"an Ed25519 signature is {SIGNATURE_SIZE} bytes and a key id fits 16 bits")
     inner = _INNER_HEADER.pack(key_id, signature) + body_bytes
     if seal is None:
         return PREFIX + b45encode(bytes([CLEAR]) + inner)

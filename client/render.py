@@ -21,7 +21,7 @@ from reportlab.pdfbase.cidfonts import UnicodeCIDFont
 from reportlab.pdfbase.ttfonts import TTFont
 from reportlab.pdfgen.canvas import Canvas
 
-from .errors import VimarkError
+from vimark.client.errors import VimarkError
 
 __all__ = [
     "ERROR_LEVEL",

@@ -83,6 +83,6 @@ class TrustList:
         # 9. The key's life: revoked keys void their marks; a retired key signs nothing new.
         if key.status == REVOKED:
             raise RevokedKey(f"signing key {key.key_id} has been revoked")
-        if key.valid_until is not None and certificate.body.issued_time > key.valid_until + RETIREMENT_SKEW:
+        if key.valid_until is not None and certificate.body.issued_at > (key.valid_until + RETIREMENT_SKEW).timestamp():
             raise ForgedCertificate(f"stamped after key {key.key_id} stopped signing")
         return certificate

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import random
+from itertools import takewhile
 
 from vimark.client.domain import PROVINCES, Clock, VehicleCategory, china_date, month_of, status_bits
 from vimark.server import rules
@@ -56,7 +57,7 @@ def demo_vehicles(n: int, today: dt.date, seed: int = 2026) -> list[VehicleRecor
         due = rules.next_grid_due_after(grid_facts, month_of(today) - 1)  # the due month covering today
         roll = rng.random()
         if roll < 0.05:  # overdue: the due before that passed without inspection
-            due = max((d for d in rules.grid(grid_facts) if d < month_of(today)), default=due)
+            due = max(takewhile(lambda d: d < month_of(today), rules.grid(grid_facts)), default=due)
         status = "A"
         if 0.05 <= roll < 0.10:
             status = rng.choice("CDGKLJ")

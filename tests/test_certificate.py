@@ -31,13 +31,13 @@ from vimark.client.certificate import (
     MAX_QR_TEXT_LENGTH,
     PREFIX,
     CertificateBody,
-    CertificateError,
     ForgedCertificate,
     MalformedCertificate,
     decode,
     encode,
     signed_message,
 )
+from vimark.client.errors import CertificateError
 from vimark.client.trust import RETIRED, RETIREMENT_SKEW, REVOKED, RevokedKey
 
 VECTORS = load_vectors()

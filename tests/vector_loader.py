@@ -16,13 +16,13 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from vimark.client.certificate import (
     CertificateBody,
-    CertificateError,
     ForgedCertificate,
     MalformedCertificate,
     UnknownKey,
     encode,
     signed_message,
 )
+from vimark.client.errors import CertificateError
 from vimark.client.trust import RevokedKey, TrustedKey, TrustList
 
 VECTORS_DIR = Path(__file__).resolve().parent / "vectors"

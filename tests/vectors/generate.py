@@ -204,8 +204,8 @@ def body_readable(body: CertificateBody) -> dict[str, object]:
     return {
         "valid_until": format_month(body.valid_until),
         "issued_at": instant(body.issued_at),
-        "reason": IssueReason.Name(body.reason),  # type: ignore[arg-type]
-        "presentation": Presentation.Name(body.presentation),  # type: ignore[arg-type]
+        "reason": IssueReason.Name(body.reason),
+        "presentation": Presentation.Name(body.presentation),
         "presentation_expires_at": instant(body.presentation_expires_at),
     }
 
