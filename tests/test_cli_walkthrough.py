@@ -20,7 +20,6 @@ import pypdfium2
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
-
 from vimark.client.qrimage import decode_pil
 
 VIMARK = [sys.executable, "-m", "vimark.client.cli.main"]
@@ -38,8 +37,9 @@ class Served:
         self.address = f"127.0.0.1:{port}"
 
     def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        result = subprocess.run([*VIMARK, *args, "--server", self.address], cwd=self.workdir, capture_output=True,
-                                text=True, timeout=60)
+        result = subprocess.run(
+            [*VIMARK, *args, "--server", self.address], cwd=self.workdir, capture_output=True, text=True, timeout=60
+        )
         if check:
             assert result.returncode == 0, result.stdout + result.stderr
         return result
@@ -62,7 +62,10 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     port, metrics_port = free_port(), free_port()
     process = subprocess.Popen(
         [*VIMARK, "serve", "--demo", "1000", "--listen", f"127.0.0.1:{port}", "--metrics-port", str(metrics_port)],
-        cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        cwd=workdir,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     deadline = time.monotonic() + 120
     while True:
@@ -96,8 +99,17 @@ def test_walkthrough_import_issue_render_verify_status(served: Served) -> None:
         encoding="utf-8",
     )
     assert served.cli("vehicles", "import", str(csv_file)).stdout.startswith("imported 2 vehicles")
-    issued = served.cli_json("issue", "--plate-number", "闽C12345", "--plate-type", "02",
-                             "--reason", "registration", "--request-id", "walk-1")
+    issued = served.cli_json(
+        "issue",
+        "--plate-number",
+        "闽C12345",
+        "--plate-type",
+        "02",
+        "--reason",
+        "registration",
+        "--request-id",
+        "walk-1",
+    )
     assert issued["valid_until"] == "2026-12" and isinstance(issued["serial"], int)
     qr_text = str(issued["qr_text"])
 
@@ -121,7 +133,8 @@ def test_walkthrough_import_issue_render_verify_status(served: Served) -> None:
     blocked = served.cli("verify", qr_text, check=False)
     assert blocked.returncode == 1 and blocked.stdout.startswith("VEHICLE_BLOCKED")
     assert served.cli_json("lookup", "--plate-number", "闽C12345", "--plate-type", "02")["status_codes"] == [
-        {"code": "C", "name": "被盗抢 stolen or robbed"}]
+        {"code": "C", "name": "被盗抢 stolen or robbed"}
+    ]
     served.cli("vehicles", "set-status", "--plate-number", "闽C12345", "--plate-type", "02", "--status", "A")
 
     shown = served.cli_json("present", "--plate-number", "闽C12345", "--plate-type", "02")
@@ -131,18 +144,36 @@ def test_walkthrough_import_issue_render_verify_status(served: Served) -> None:
 
 
 def test_cli_errors_are_one_clear_line(served: Served) -> None:
-    bad = served.cli("issue", "--plate-number", "闽C12345", "--plate-type", "98", "--reason", "registration",
-                     check=False)
+    bad = served.cli(
+        "issue", "--plate-number", "闽C12345", "--plate-type", "98", "--reason", "registration", check=False
+    )
     assert bad.returncode == 2 and bad.stderr.startswith("vimark: plate_type: unknown plate type code '98'")
     assert "Traceback" not in bad.stderr
     csv_file = served.workdir / "broken.csv"
-    csv_file.write_text("plate_number,plate_type,vin,category,registered_on,valid_until,status\n"
-                        "闽C22222,02,LSVAB2BJ5KN000009,small_passenger,2024-02-30,,\n", encoding="utf-8")
+    csv_file.write_text(
+        "plate_number,plate_type,vin,category,registered_on,valid_until,status\n"
+        "闽C22222,02,LSVAB2BJ5KN000009,small_passenger,2024-02-30,,\n",
+        encoding="utf-8",
+    )
     broken = served.cli("vehicles", "import", str(csv_file), check=False)
     assert broken.returncode == 2 and "line 2" in broken.stderr and "registered_on" in broken.stderr
-    unreachable = subprocess.run([*VIMARK, "lookup", "--plate-number", "闽C12345", "--plate-type", "02",
-                                  "--server", f"127.0.0.1:{free_port()}", "--timeout", "2"],
-                                 capture_output=True, text=True, timeout=60)
+    unreachable = subprocess.run(
+        [
+            *VIMARK,
+            "lookup",
+            "--plate-number",
+            "闽C12345",
+            "--plate-type",
+            "02",
+            "--server",
+            f"127.0.0.1:{free_port()}",
+            "--timeout",
+            "2",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert unreachable.returncode == 2 and "unavailable" in unreachable.stderr
 
 

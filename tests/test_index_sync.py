@@ -71,8 +71,8 @@ def test_memory_per_vehicle_is_small() -> None:
     index = ValidityIndex(capacity=20_000)
     index.load(0, [record(i, f"闽C{i:05d}", f"LSVAB2BJ5KN{i:06d}") for i in range(1, 20_001)], [])
     per_vehicle = index.nbytes() / len(index)
-    assert per_vehicle < 120, per_vehicle  # numpy columns + sorted lookups, no per-vehicle objects
-    assert np.count_nonzero(index._cols["present"]) == 20_000
+    assert per_vehicle < 100, per_vehicle  # numpy columns + sorted lookups, no per-vehicle objects
+    assert np.count_nonzero(index._rows["present"]) == 20_000
 
 
 def _populate(client: VimarkClient, n: int) -> list[pb.IssueResponse]:

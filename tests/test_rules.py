@@ -272,23 +272,13 @@ EXEMPTION = [
     pytest.param(car("2016-05-20"), m("2023-05"), rules.DEFAULT_CONFIG, False, id="reform-age-7"),
     pytest.param(car("2016-05-20"), m("2025-05"), rules.DEFAULT_CONFIG, False, id="reform-age-9"),
     # seats: before the reform fewer than 7; from the reform at most 9; unknown = ok
-    pytest.param(
-        car("2018-01-05", seats=6), m("2020-01"), rules.DEFAULT_CONFIG, True, id="pre-reform-6-seats"
-    ),
-    pytest.param(
-        car("2018-01-05", seats=7), m("2020-01"), rules.DEFAULT_CONFIG, False, id="pre-reform-7-seats"
-    ),
-    pytest.param(
-        car("2018-01-05", seats=None), m("2020-01"), rules.DEFAULT_CONFIG, True, id="pre-reform-unknown"
-    ),
+    pytest.param(car("2018-01-05", seats=6), m("2020-01"), rules.DEFAULT_CONFIG, True, id="pre-reform-6-seats"),
+    pytest.param(car("2018-01-05", seats=7), m("2020-01"), rules.DEFAULT_CONFIG, False, id="pre-reform-7-seats"),
+    pytest.param(car("2018-01-05", seats=None), m("2020-01"), rules.DEFAULT_CONFIG, True, id="pre-reform-unknown"),
     pytest.param(car("2021-01-05", seats=7), m("2023-01"), rules.DEFAULT_CONFIG, True, id="reform-7-seats"),
     pytest.param(car("2021-01-05", seats=9), m("2023-01"), rules.DEFAULT_CONFIG, True, id="reform-9-seats"),
-    pytest.param(
-        car("2021-01-05", seats=10), m("2023-01"), rules.DEFAULT_CONFIG, False, id="reform-10-seats"
-    ),
-    pytest.param(
-        car("2021-01-05", seats=None), m("2023-01"), rules.DEFAULT_CONFIG, True, id="reform-unknown"
-    ),
+    pytest.param(car("2021-01-05", seats=10), m("2023-01"), rules.DEFAULT_CONFIG, False, id="reform-10-seats"),
+    pytest.param(car("2021-01-05", seats=None), m("2023-01"), rules.DEFAULT_CONFIG, True, id="reform-unknown"),
     # lost exemption
     pytest.param(car("2021-03-08", lost=True), m("2023-03"), rules.DEFAULT_CONFIG, False, id="lost"),
     # the exemption began on 2014-09-01
@@ -304,14 +294,10 @@ EXEMPTION = [
         False,
         id="commercial",
     ),
-    pytest.param(
-        car("2021-03-08", Cat.LARGE_PASSENGER), m("2023-03"), rules.DEFAULT_CONFIG, False, id="large"
-    ),
+    pytest.param(car("2021-03-08", Cat.LARGE_PASSENGER), m("2023-03"), rules.DEFAULT_CONFIG, False, id="large"),
     pytest.param(car("2021-03-08", Cat.OTHER), m("2023-03"), rules.DEFAULT_CONFIG, False, id="other"),
     # motorcycles: off by default; with 6, ages 2 and 4
-    pytest.param(
-        car("2020-06-30", Cat.MOTORCYCLE), m("2022-06"), rules.DEFAULT_CONFIG, False, id="moto-default"
-    ),
+    pytest.param(car("2020-06-30", Cat.MOTORCYCLE), m("2022-06"), rules.DEFAULT_CONFIG, False, id="moto-default"),
     pytest.param(car("2020-06-30", Cat.MOTORCYCLE), m("2022-06"), MOTO_6, True, id="moto-6-age-2"),
     pytest.param(car("2020-06-30", Cat.MOTORCYCLE), m("2024-06"), MOTO_6, True, id="moto-6-age-4"),
     pytest.param(car("2020-06-30", Cat.MOTORCYCLE), m("2025-06"), MOTO_6, False, id="moto-6-age-5"),
@@ -466,9 +452,7 @@ def test_other_statuses_allow_redownload(status: str) -> None:
     ("facts", "current", "expected"),
     [
         pytest.param(car("2024-06-10"), None, m("2026-06"), id="small-first-due"),
-        pytest.param(
-            car("2024-06-10", Cat.COMMERCIAL_PASSENGER), None, m("2025-06"), id="commercial-first-due"
-        ),
+        pytest.param(car("2024-06-10", Cat.COMMERCIAL_PASSENGER), None, m("2025-06"), id="commercial-first-due"),
         pytest.param(car("2024-06-10"), m("2027-01"), m("2027-01"), id="keeps-later-validity"),
         pytest.param(car("2024-06-10"), m("2024-01"), m("2026-06"), id="ignores-earlier-validity"),
     ],
@@ -490,9 +474,7 @@ REISSUE = [IssueReason.TRANSFER, IssueReason.CHANGE, IssueReason.REDOWNLOAD, Iss
         pytest.param(None, D(2026, 1, 1), "NO_VALIDITY", id="no-validity"),
     ],
 )
-def test_reissue_keeps_validity(
-    reason: IssueReason, current: int | None, today: dt.date, expected: int | str
-) -> None:
+def test_reissue_keeps_validity(reason: IssueReason, current: int | None, today: dt.date, expected: int | str) -> None:
     facts = car("2021-06-08")
     if isinstance(expected, str):
         with pytest.raises(RuleViolation) as excinfo:
@@ -526,29 +508,21 @@ INSPECTION = [
 
 
 @pytest.mark.parametrize(("facts", "current", "inspected_on", "expected"), INSPECTION)
-def test_inspection_passed(
-    facts: VehicleFacts, current: int | None, inspected_on: dt.date, expected: int
-) -> None:
+def test_inspection_passed(facts: VehicleFacts, current: int | None, inspected_on: dt.date, expected: int) -> None:
     today = inspected_on + dt.timedelta(days=2)  # the record may arrive a little later
-    assert (
-        rules.new_valid_until(facts, IssueReason.INSPECTION_PASSED, current, today, inspected_on) == expected
-    )
+    assert rules.new_valid_until(facts, IssueReason.INSPECTION_PASSED, current, today, inspected_on) == expected
 
 
 def test_inspection_too_early_names_window_opening() -> None:
     with pytest.raises(RuleViolation) as excinfo:
-        rules.new_valid_until(
-            SMALL_2021, IssueReason.INSPECTION_PASSED, m("2025-03"), D(2025, 1, 1), D(2024, 12, 31)
-        )
+        rules.new_valid_until(SMALL_2021, IssueReason.INSPECTION_PASSED, m("2025-03"), D(2025, 1, 1), D(2024, 12, 31))
     code, message = refusal(excinfo)
     assert code == "TOO_EARLY"
     assert "2025-01-01" in message
 
 
 @pytest.mark.parametrize("status", ["G", "I", "GI", "GHK"])
-@pytest.mark.parametrize(
-    "reason", [IssueReason.INSPECTION_PASSED, IssueReason.EXEMPTION], ids=lambda r: r.value
-)
+@pytest.mark.parametrize("reason", [IssueReason.INSPECTION_PASSED, IssueReason.EXEMPTION], ids=lambda r: r.value)
 def test_unprocessed_violation_or_accident(status: str, reason: IssueReason) -> None:
     facts = car("2021-03-08", status=status)
     with pytest.raises(RuleViolation) as excinfo:
@@ -579,18 +553,12 @@ def test_inspection_date_invalid(inspected_on: dt.date | None, today: dt.date) -
 
 
 EXEMPT_OK = [
-    pytest.param(
-        SMALL_2021, m("2025-03"), D(2025, 2, 10), rules.DEFAULT_CONFIG, m("2027-03"), id="age-4-in-window"
-    ),
+    pytest.param(SMALL_2021, m("2025-03"), D(2025, 2, 10), rules.DEFAULT_CONFIG, m("2027-03"), id="age-4-in-window"),
     pytest.param(SMALL_2021, m("2025-03"), D(2025, 1, 1), rules.DEFAULT_CONFIG, m("2027-03"), id="first-day"),
     # overdue since 2025-03 (age 4): the due the application falls after is still 2025-03
-    pytest.param(
-        SMALL_2021, m("2025-03"), D(2025, 6, 1), rules.DEFAULT_CONFIG, m("2027-03"), id="overdue-age-4"
-    ),
+    pytest.param(SMALL_2021, m("2025-03"), D(2025, 6, 1), rules.DEFAULT_CONFIG, m("2027-03"), id="overdue-age-4"),
     # overdue since 2027-03; applying in 2029-04 satisfies the 2029-03 due (age 8, exempt)
-    pytest.param(
-        SMALL_2021, m("2027-03"), D(2029, 4, 1), rules.DEFAULT_CONFIG, m("2031-03"), id="overdue-age-8"
-    ),
+    pytest.param(SMALL_2021, m("2027-03"), D(2029, 4, 1), rules.DEFAULT_CONFIG, m("2031-03"), id="overdue-age-8"),
     pytest.param(SMALL_2021, m("2029-03"), D(2029, 2, 1), rules.DEFAULT_CONFIG, m("2031-03"), id="age-8"),
     pytest.param(
         car("2020-06-30", Cat.MOTORCYCLE),
@@ -611,12 +579,8 @@ def test_exemption_issued(
 
 
 EXEMPT_REFUSED = [
-    pytest.param(
-        SMALL_2021, m("2027-03"), D(2027, 2, 1), rules.DEFAULT_CONFIG, "NOT_EXEMPT", "lane test", id="age-6"
-    ),
-    pytest.param(
-        SMALL_2021, m("2025-03"), D(2027, 4, 1), rules.DEFAULT_CONFIG, "NOT_EXEMPT", "age 6", id="overdue-6"
-    ),
+    pytest.param(SMALL_2021, m("2027-03"), D(2027, 2, 1), rules.DEFAULT_CONFIG, "NOT_EXEMPT", "lane test", id="age-6"),
+    pytest.param(SMALL_2021, m("2025-03"), D(2027, 4, 1), rules.DEFAULT_CONFIG, "NOT_EXEMPT", "age 6", id="overdue-6"),
     pytest.param(
         car("2021-03-08", Cat.SMALL_VAN),
         m("2023-03"),
@@ -675,9 +639,7 @@ EXEMPT_REFUSED = [
         SMALL_2021, m("2025-03"), D(2024, 12, 31), rules.DEFAULT_CONFIG, "TOO_EARLY", "2025-01-01", id="early"
     ),
     # not exempt beats too early: waiting would not help
-    pytest.param(
-        SMALL_2021, m("2027-03"), D(2026, 6, 1), rules.DEFAULT_CONFIG, "NOT_EXEMPT", "age 6", id="early-6"
-    ),
+    pytest.param(SMALL_2021, m("2027-03"), D(2026, 6, 1), rules.DEFAULT_CONFIG, "NOT_EXEMPT", "age 6", id="early-6"),
 ]
 
 

@@ -104,15 +104,20 @@ def describe_verification(r: pb.VerifyResponse) -> str:
         )
     if r.presentation:
         lines.append(f"  presented {certificate_pb2.Presentation.Name(r.presentation).removeprefix('PRESENTATION_')}")
-    for s in r.status_codes:
-        lines.append(f"  status {s.code} {s.name}")
+    lines += standing_lines(r)
+    return "\n".join(lines)
+
+
+def standing_lines(r: pb.VerifyResponse | pb.LookupVehicleStatusResponse) -> list[str]:
+    """Status letters, overdue cycles and alerts: what police see in both Verify and Lookup."""
+    lines = [f"  status {s.code} {s.name}" for s in r.status_codes]
     if r.overdue_cycles:
-        lines.append(
-            f"  overdue {r.overdue_cycles} cycles{' - due for compulsory scrapping' if r.scrapping_due else ''}"
-        )
+        plural = "s" if r.overdue_cycles > 1 else ""
+        scrapping = " - due for compulsory scrapping" if r.scrapping_due else ""
+        lines.append(f"  overdue {r.overdue_cycles} inspection cycle{plural}{scrapping}")
     if r.police_alert:
         lines.append("  POLICE ALERT")
-    return "\n".join(lines)
+    return lines
 
 
 def lookup(args: argparse.Namespace) -> int:
@@ -123,11 +128,7 @@ def lookup(args: argparse.Namespace) -> int:
         f"{r.plate_number} ({r.plate_type}): {validity}, valid until {r.valid_until or 'never inspected'}",
         f"  current mark {r.current_serial or 'none'}",
     ]
-    lines += [f"  status {s.code} {s.name}" for s in r.status_codes]
-    if r.overdue_cycles:
-        lines.append(
-            f"  overdue {r.overdue_cycles} cycles{' - due for compulsory scrapping' if r.scrapping_due else ''}"
-        )
+    lines += standing_lines(r)
     if r.blocked:
         lines.append("  BLOCKED: the vehicle's status forbids the road")
     emit(args, r, "\n".join(lines))
