@@ -14,6 +14,7 @@ import ipaddress
 import logging
 import threading
 import time
+from collections.abc import Callable
 from concurrent import futures
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +27,7 @@ from vimark.client.domain import Clock, system_clock
 from vimark.client.errors import Unavailable, VimarkError
 from vimark.client.trust import TrustList
 from vimark.server import rules
+from vimark.server.demo import seed_demo
 from vimark.server.index import ValidityIndex
 from vimark.server.issuer import Issuer, Signer
 from vimark.server.keys import KeyDirectory, KeyRing
@@ -57,6 +59,7 @@ class ServerConfig:
     presentation_lifetime: dt.timedelta = dt.timedelta(minutes=3)
     poll_interval: float = 0.2  # seconds between change-log polls
     max_workers: int = 16
+    demo_vehicles: int = 0  # seed this many synthetic vehicles into an empty database before serving
     clock: Clock = system_clock
     rule_config: rules.RuleConfig = field(default_factory=rules.RuleConfig)
 
@@ -106,6 +109,8 @@ class IndexSync:
         log.info("index loaded: %d vehicles in %.2fs", len(self.index), time.perf_counter() - started)
 
     def catch_up(self) -> None:
+        if not self.ready:  # the initial load will include these changes
+            return
         with self._lock:
             while changes := self.store.changes_since(self.index.last_change_id):
                 self.index.apply(changes)
@@ -207,19 +212,25 @@ class VimarkServer:
         self.server.start()
         self._spawn(self._load_then_tail, "vimark-index")
 
-    def _spawn(self, target: object, name: str) -> None:
-        thread = threading.Thread(target=target, name=name, daemon=True)  # type: ignore[arg-type]
+    def _spawn(self, target: Callable[[], None], name: str) -> None:
+        thread = threading.Thread(target=target, name=name, daemon=True)
         thread.start()
         self._threads.append(thread)
 
     def _load_then_tail(self) -> None:
         while not self._stop.is_set():
             try:
+                if self.config.demo_vehicles:  # seeded while health says NOT_SERVING
+                    log.info(
+                        "demo: %s", seed_demo(self.store, self.issuer, self.config.demo_vehicles, self.config.clock)
+                    )
                 self.sync.load()
                 break
-            except Unavailable as exc:
-                log.warning("cannot load the index yet: %s", exc)
+            except Exception as exc:  # the database may come up later: keep trying, NOT_SERVING
+                log.warning("cannot load the index yet: %s", exc, exc_info=not isinstance(exc, Unavailable))
                 self._stop.wait(1.0)
+        if self._stop.is_set():
+            return
         self._set_health(health_pb2.HealthCheckResponse.SERVING)
         while not self._stop.wait(self.config.poll_interval):
             try:

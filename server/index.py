@@ -98,7 +98,7 @@ class ValidityIndex:
         with self._lock:
             self._reserve(max((v.vehicle_id for v in vehicles), default=0) + 1)
             for vehicle in vehicles:
-                self._put(vehicle)
+                self._put(vehicle, track=False)  # the lookups are built once, below
             self._revoked = set(revoked)
             self.last_change_id = last_change_id
             self._rebuild_lookups()
@@ -120,7 +120,7 @@ class ValidityIndex:
                 self._rebuild_lookups()
         return applied
 
-    def _put(self, v: VehicleRecord) -> None:
+    def _put(self, v: VehicleRecord, *, track: bool = True) -> None:
         i = v.vehicle_id
         if i >= len(self._rows):
             self._reserve(max(i + 1, len(self._rows) * 5 // 4))  # grow by a quarter: memory is the cost
@@ -142,8 +142,9 @@ class ValidityIndex:
             _key_hash(plate_key),
             _key_hash(v.vin),
         )
-        self._by_plate.delta[plate_key] = i
-        self._by_vin.delta[v.vin] = i
+        if track:
+            self._by_plate.delta[plate_key] = i
+            self._by_vin.delta[v.vin] = i
 
     def _reserve(self, size: int) -> None:
         if len(self._rows) < size:

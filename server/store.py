@@ -74,7 +74,7 @@ class MarkRow(Base):
 
     serial: Mapped[int] = mapped_column(_Id, primary_key=True)
     request_id: Mapped[str] = mapped_column(String(64), unique=True)
-    vehicle_id: Mapped[int] = mapped_column(ForeignKey("vehicles.id"), index=True)
+    vehicle_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("vehicles.id"), index=True)
     valid_until: Mapped[int] = mapped_column(Integer)
     reason: Mapped[int] = mapped_column(Integer)
     issued_at: Mapped[int] = mapped_column(BigInteger)  # Unix seconds
@@ -91,7 +91,7 @@ class ChangeRow(Base):
     __table_args__ = (Index("ix_change_log_vehicle", "vehicle_id"),)
 
     id: Mapped[int] = mapped_column(_Id, primary_key=True)
-    vehicle_id: Mapped[int] = mapped_column(ForeignKey("vehicles.id"))
+    vehicle_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("vehicles.id"))
     revoked_serial: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     created_at: Mapped[int] = mapped_column(BigInteger)  # Unix seconds
 

@@ -97,7 +97,6 @@ def manage_keys(args: argparse.Namespace) -> int:
 
 def serve(args: argparse.Namespace) -> int:
     from vimark.server.app import ServerConfig, VimarkServer
-    from vimark.server.demo import seed_demo
     from vimark.server.keys import KeyDirectory
     from vimark.server.views import Role
 
@@ -113,11 +112,9 @@ def serve(args: argparse.Namespace) -> int:
         dev_role=Role(args.role),
         metrics_port=args.metrics_port,
         presentation_lifetime=dt.timedelta(seconds=args.presentation_lifetime),
+        demo_vehicles=args.demo,
     )
     server = VimarkServer(config)
-    if args.demo:
-        seeded = seed_demo(server.store, server.issuer, args.demo, config.clock)
-        logging.info("demo: %s", seeded)
     logging.warning(
         "DEVELOPMENT MODE: plaintext gRPC on %s, loopback only, no client authentication; every caller is "
         "treated as role %r",
