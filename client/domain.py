@@ -181,22 +181,33 @@ def format_month(month: Month) -> str:
     return f"{month // 12:04d}-{month % 12 + 1:02d}"
 
 
+# Dates and months vimark accepts: wide enough for any vehicle on the road, narrow enough that
+# every month fits the index's 16-bit column and every grid computation stays within dt.date.
+FIRST_YEAR, LAST_YEAR = 1950, 2199
+
+
 def parse_month(text: str, field: str = "valid_until") -> Month:
     match = re.fullmatch(r"(\d{4})-(\d{2})", text)
     if not match or not 1 <= int(match[2]) <= 12:
         raise InvalidArgument(field, f"{text!r} is not a month (YYYY-MM)")
+    _check_year(int(match[1]), text, field)
     return int(match[1]) * 12 + int(match[2]) - 1
 
 
 def parse_date(text: str, field: str) -> dt.date:
     try:
-        return dt.date.fromisoformat(text) if len(text) == 10 else _bad_date(text, field)
+        day = dt.date.fromisoformat(text) if len(text) == 10 else None
     except ValueError:
-        return _bad_date(text, field)
+        day = None
+    if day is None:
+        raise InvalidArgument(field, f"{text!r} is not a date (YYYY-MM-DD)")
+    _check_year(day.year, text, field)
+    return day
 
 
-def _bad_date(text: str, field: str) -> dt.date:
-    raise InvalidArgument(field, f"{text!r} is not a date (YYYY-MM-DD)")
+def _check_year(year: int, text: str, field: str) -> None:
+    if not FIRST_YEAR <= year <= LAST_YEAR:
+        raise InvalidArgument(field, f"{text!r} is outside {FIRST_YEAR}-{LAST_YEAR}")
 
 
 # Inspection months are calendar months in China Standard Time (UTC+8, no daylight saving).

@@ -60,6 +60,7 @@ class ServerConfig:
     poll_interval: float = 0.2  # seconds between change-log polls
     max_workers: int = 16
     demo_vehicles: int = 0  # seed this many synthetic vehicles into an empty database before serving
+    shutdown_delay: float = 0.0  # seconds between NOT_SERVING and draining, for balancers to notice
     clock: Clock = system_clock
     rule_config: rules.RuleConfig = field(default_factory=rules.RuleConfig)
 
@@ -234,8 +235,11 @@ class VimarkServer:
         self._set_health(health_pb2.HealthCheckResponse.SERVING)
         while not self._stop.wait(self.config.poll_interval):
             try:
+                self.keys.refresh()  # apart from the database: a revocation must land even while it is down
+            except Exception:
+                log.exception("key directory reload failed; keeping the previous keys")
+            try:
                 self.sync.catch_up()
-                self.keys.refresh()
             except Unavailable as exc:  # the database is down: keep verifying from the index
                 log.warning("change log unreachable: %s", exc)
             except Exception:
@@ -252,6 +256,7 @@ class VimarkServer:
     def stop(self, grace: float = 10.0) -> None:
         """NOT_SERVING first (balancers stop sending), then drain in-flight calls, then close."""
         self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
+        time.sleep(self.config.shutdown_delay)
         self._stop.set()
         self.server.stop(grace).wait()
         for thread in self._threads:

@@ -8,7 +8,7 @@ from itertools import takewhile
 
 from vimark.client.domain import PROVINCES, Clock, VehicleCategory, china_date, month_of, status_bits
 from vimark.server import rules
-from vimark.server.issuer import IssueCommand, Issuer, facts
+from vimark.server.issuer import IssueCommand, Issuer
 from vimark.server.records import VehicleRecord
 from vimark.server.store import Store
 from vimark.v1 import certificate_pb2
@@ -53,7 +53,7 @@ def demo_vehicles(n: int, today: dt.date, seed: int = 2026) -> list[VehicleRecor
             valid_until=None,
             current_serial=0,
         )
-        grid_facts = facts(record)
+        grid_facts = record.facts()
         due = rules.next_grid_due_after(grid_facts, month_of(today) - 1)  # the due month covering today
         roll = rng.random()
         if roll < 0.05:  # overdue: the due before that passed without inspection

@@ -2,8 +2,8 @@
 
 Derived from the store (principle 1): loaded from a snapshot at start, then kept current by
 applying change-log rows in order. The verify path reads only this. It is sized for a province
-(10-40 million vehicles), so vehicles live in numpy columns indexed by the store's vehicle id
-(a 70-byte row each, plus 24 bytes of lookups) rather than as Python objects (several hundred bytes each).
+(10-40 million vehicles), so each vehicle is one packed 70-byte numpy row, indexed by the
+store's vehicle id, plus 24 bytes of lookups, rather than Python objects (several hundred bytes).
 
 Finding a vehicle by plate or VIN: a sorted array of 64-bit key hashes (base) plus a small dict
 of keys changed since the base was built (delta). Every hit is confirmed against the stored
@@ -96,7 +96,8 @@ class ValidityIndex:
     def load(self, last_change_id: int, vehicles: Sequence[VehicleRecord], revoked: Iterable[int]) -> None:
         """Fill an empty index from a store snapshot."""
         with self._lock:
-            self._reserve(max((v.vehicle_id for v in vehicles), default=0) + 1)
+            # A little headroom for new vehicles, so growing (a copy under the lock) stays rare.
+            self._reserve((max((v.vehicle_id for v in vehicles), default=0) + 1) * 17 // 16 + 1024)
             for vehicle in vehicles:
                 self._put(vehicle, track=False)  # the lookups are built once, below
             self._revoked = set(revoked)

@@ -75,8 +75,8 @@ class IssueCommand:
         if reason not in _REASONS:
             raise InvalidArgument("reason", "required: one of " + ", ".join(r.value for r in rules.IssueReason))
         inspection = reason == cert.IssueReason.ISSUE_REASON_INSPECTION_PASSED
-        if inspection and not (inspected_on and station_id):
-            raise InvalidArgument("inspected_on", "an inspection_passed mark needs inspected_on and station_id")
+        if inspection and not inspected_on:
+            raise InvalidArgument("inspected_on", "an inspection_passed mark needs the inspection date")
         if len(station_id) > MAX_STATION_ID:
             raise InvalidArgument("station_id", f"at most {MAX_STATION_ID} characters")
         return cls(
@@ -88,16 +88,6 @@ class IssueCommand:
             inspected_on=parse_date(inspected_on, "inspected_on") if inspected_on else None,
             station_id=station_id,
         )
-
-
-def facts(vehicle: VehicleRecord) -> rules.VehicleFacts:
-    return rules.VehicleFacts(
-        category=vehicle.category,
-        registered_on=vehicle.registered_on,
-        seats=vehicle.seats or None,
-        exemption_lost=vehicle.exemption_lost,
-        status_bits=vehicle.status_bits,
-    )
 
 
 class Signer:
@@ -139,7 +129,7 @@ class Issuer:
             if command.vin and command.vin != vehicle.vin:
                 raise InvalidArgument("vin", f"{command.vin} is not the registered VIN of {vehicle.plate_number}")
             valid_until = rules.new_valid_until(
-                facts(vehicle),
+                vehicle.facts(),
                 _REASONS[command.reason],
                 vehicle.valid_until,
                 china_date(now),
@@ -187,28 +177,29 @@ class Issuer:
             presentation_expires_at=expires_at,
         )
 
-    def present(self, mark: MarkRecord, vehicle: VehicleRecord, lifetime: dt.timedelta) -> tuple[str, dt.datetime, str]:
-        """The live QR (void after `lifetime`) and the print copy of a vehicle's current mark."""
+    def present(self, mark: MarkRecord, vehicle: VehicleRecord, lifetime: dt.timedelta) -> Presented:
+        """A vehicle's current mark in all three presentations, signed with the active key (so a
+        mark whose key was revoked is shown afresh once a new key is active). Signing is
+        deterministic: the download copy equals the stored one while the key is unchanged."""
         expires = self.clock() + lifetime
-        live, _ = self.signer.sign(
-            self.body(
-                mark.serial,
-                vehicle,
-                mark.valid_until,
-                mark.reason,
-                mark.issued_at,
-                cert.Presentation.PRESENTATION_ONLINE,
-                int(expires.timestamp()),
+
+        def copy(presentation: int, expires_at: int = 0) -> str:
+            body = self.body(
+                mark.serial, vehicle, mark.valid_until, mark.reason, mark.issued_at, presentation, expires_at
             )
+            return self.signer.sign(body)[0]
+
+        return Presented(
+            live=copy(cert.Presentation.PRESENTATION_ONLINE, int(expires.timestamp())),
+            live_expires=expires,
+            download=copy(cert.Presentation.PRESENTATION_OFFLINE),
+            printed=copy(cert.Presentation.PRESENTATION_PRINT),
         )
-        printed, _ = self.signer.sign(
-            self.body(
-                mark.serial,
-                vehicle,
-                mark.valid_until,
-                mark.reason,
-                mark.issued_at,
-                cert.Presentation.PRESENTATION_PRINT,
-            )
-        )
-        return live, expires, printed
+
+
+@dataclass(frozen=True)
+class Presented:
+    live: str
+    live_expires: dt.datetime
+    download: str
+    printed: str

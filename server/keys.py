@@ -88,7 +88,7 @@ class KeyDirectory:
     def init(self) -> TrustedKey:
         if self.exists():
             raise KeyStoreError(f"{self.path} already holds keys; use `vimark keys rotate`")
-        self.path.mkdir(parents=True, exist_ok=True)
+        self.path.mkdir(mode=0o700, parents=True, exist_ok=True)
         key = self._new_signing_key(1)
         self._write_secret(f"seal-{1}.key", base64.b64encode(secrets.token_bytes(32)))
         self._save([key], [1])
@@ -125,7 +125,13 @@ class KeyDirectory:
 
     def _write_secret(self, name: str, data: bytes) -> None:
         path = self.path / name
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            raise KeyStoreError(
+                f"{path} exists but {MANIFEST} does not name it: a rotation was interrupted; "
+                f"move the file aside and run the command again"
+            ) from None
         with os.fdopen(fd, "wb") as f:
             f.write(data)
 

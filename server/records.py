@@ -6,6 +6,7 @@ import datetime as dt
 from dataclasses import dataclass
 
 from vimark.client.domain import Month, VehicleCategory
+from vimark.server.rules import VehicleFacts
 
 
 @dataclass(frozen=True)
@@ -23,6 +24,16 @@ class VehicleRecord:
     status_bits: int
     valid_until: Month | None
     current_serial: int  # 0 = no mark yet
+
+    def facts(self) -> VehicleFacts:
+        """What the rules engine needs to know of this vehicle."""
+        return VehicleFacts(
+            category=self.category,
+            registered_on=self.registered_on,
+            seats=self.seats or None,
+            exemption_lost=self.exemption_lost,
+            status_bits=self.status_bits,
+        )
 
 
 @dataclass(frozen=True)

@@ -111,7 +111,7 @@ def rpc(name: str) -> Callable[[Callable[..., R]], Callable[..., R]]:
             except Exception:
                 code = grpc.StatusCode.INTERNAL
                 log.exception("%s failed", name)
-                raise
+                context.abort(code, f"{name} failed inside vimark; the server log has the details")
             finally:
                 self.metrics.rpc_seconds.labels(name, code.name).observe(time.perf_counter() - start)
 
@@ -236,12 +236,12 @@ class MarkService(_Base, pb_grpc.MarkServiceServicer):
         mark = self.store.mark_by_serial(vehicle.current_serial) if vehicle.current_serial else None
         if mark is None:
             raise RuleViolation(f"{plate_number} has no mark yet", reason="NO_MARK")
-        live, expires, printed = self.issuer.present(mark, vehicle, self.presentation_lifetime)
+        shown = self.issuer.present(mark, vehicle, self.presentation_lifetime)
         return pb.PresentResponse(
-            live_qr_text=live,
-            live_expire_time=Timestamp(seconds=int(expires.timestamp())),
-            download_qr_text=mark.qr_text,
-            print_qr_text=printed,
+            live_qr_text=shown.live,
+            live_expire_time=Timestamp(seconds=int(shown.live_expires.timestamp())),
+            download_qr_text=shown.download,
+            print_qr_text=shown.printed,
             serial=mark.serial,
             valid_until=format_month(mark.valid_until),
         )
@@ -338,8 +338,8 @@ class RegistryService(_Base, rpb_grpc.RegistryServiceServicer):
 
     @rpc("RevokeMark")
     def RevokeMark(self, request: rpb.RevokeMarkRequest, context: grpc.ServicerContext) -> rpb.RevokeMarkResponse:
-        if not request.serial:
-            raise InvalidArgument("serial", "required: the serial of the mark to revoke")
+        if not 0 < request.serial < 2**63:
+            raise InvalidArgument("serial", "required: the serial of the mark to revoke (1 to 2^63-1)")
         self.store.revoke_mark(request.serial, request.reason)
         self.sync.catch_up()
         return rpb.RevokeMarkResponse(serial=request.serial)

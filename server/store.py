@@ -4,6 +4,9 @@ Every write commits its rows and a change-log row in one transaction. Change-log
 assigned in commit order (SQLite serialises writers; on PostgreSQL an advisory lock is taken
 just before the change-log insert and held to commit), so a reader that tails `id > last`
 never skips a row that commits later.
+
+Lock order, so writers cannot deadlock one another: vehicle and mark rows first, the change-log
+lock last (`_log_changes` is the final statement of every write transaction).
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.engine import Connection
-from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from vimark.client.domain import VehicleCategory
 from vimark.client.errors import InvalidArgument, NotFound, Unavailable
@@ -148,10 +151,6 @@ class Store:
     def close(self) -> None:
         self.engine.dispose()
 
-    def ping(self) -> None:
-        with self._guard(), self.engine.connect() as conn:
-            conn.execute(text("SELECT 1"))
-
     # -- transactions ------------------------------------------------------------------------
     @contextmanager
     def _guard(self) -> Iterator[None]:
@@ -168,11 +167,15 @@ class Store:
             with conn.begin():
                 yield conn
 
-    def _log_change(self, conn: Connection, vehicle_id: int, revoked_serial: int | None = None) -> None:
+    def _log_changes(self, conn: Connection, vehicle_ids: Sequence[int], revoked_serial: int | None = None) -> None:
+        """The last statement of a write: take the change-log lock, then append the rows."""
         if not self.is_sqlite:
             conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _CHANGE_LOG_LOCK})
         now = int(dt.datetime.now(dt.UTC).timestamp())
-        conn.execute(insert(ChangeRow).values(vehicle_id=vehicle_id, revoked_serial=revoked_serial, created_at=now))
+        conn.execute(
+            insert(ChangeRow),
+            [{"vehicle_id": i, "revoked_serial": revoked_serial, "created_at": now} for i in vehicle_ids],
+        )
 
     def _vehicle_for_update(self, conn: Connection, plate_type: str, plate_number: str) -> VehicleRecord:
         query = select(*_VEHICLE_COLUMNS).where(
@@ -188,16 +191,27 @@ class Store:
         """Create or update by VIN (the durable identity), else by plate. Returns (created, updated).
 
         The registry's valid_until is applied only to a vehicle without a vimark mark: once
-        vimark has issued, its own marks are the truth."""
+        vimark has issued, its own marks are the truth. A plate that now names another VIN (a
+        plate reissued to a new vehicle) starts afresh: no mark, the registry's validity."""
+        for _ in range(3):
+            try:
+                return self._upsert_vehicles(vehicles)
+            except IntegrityError:
+                # A concurrent batch inserted one of these vehicles first; run again and update it.
+                continue
+        raise Unavailable("concurrent registry updates kept colliding on the same vehicles; retry")
+
+    def _upsert_vehicles(self, vehicles: Sequence[VehicleRecord]) -> tuple[int, int]:
         created = updated = 0
+        changed: list[int] = []
         with self._write() as conn:
             for v in vehicles:
-                existing = conn.execute(
-                    select(VehicleRow.id, VehicleRow.current_serial, VehicleRow.valid_until).where(
-                        (VehicleRow.vin == v.vin)
-                        | ((VehicleRow.plate_type == v.plate_type) & (VehicleRow.plate_number == v.plate_number))
-                    )
-                ).all()
+                query = select(VehicleRow.id, VehicleRow.vin, VehicleRow.current_serial, VehicleRow.valid_until).where(
+                    (VehicleRow.vin == v.vin)
+                    | ((VehicleRow.plate_type == v.plate_type) & (VehicleRow.plate_number == v.plate_number))
+                )
+                # Locked, so a concurrent Issue's new serial and validity are read, not overwritten.
+                existing = conn.execute(query if self.is_sqlite else query.with_for_update()).all()
                 if len(existing) > 1:
                     raise InvalidArgument("vin", f"VIN {v.vin} and plate {v.plate_number} name two vehicles")
                 values: dict[str, object] = {
@@ -211,22 +225,25 @@ class Store:
                     "status_bits": v.status_bits,
                 }
                 if existing:
-                    vehicle_id, serial, valid_until = existing[0]
-                    values["valid_until"] = valid_until if serial else v.valid_until
+                    vehicle_id, vin, serial, valid_until = existing[0]
+                    if vin != v.vin:
+                        serial = 0
+                    values.update(valid_until=valid_until if serial else v.valid_until, current_serial=serial)
                     conn.execute(update(VehicleRow).where(VehicleRow.id == vehicle_id).values(**values))
                     updated += 1
                 else:
                     values.update(valid_until=v.valid_until, current_serial=0)
                     vehicle_id = conn.execute(insert(VehicleRow).values(**values).returning(VehicleRow.id)).scalar_one()
                     created += 1
-                self._log_change(conn, vehicle_id)
+                changed.append(vehicle_id)
+            self._log_changes(conn, changed)
         return created, updated
 
     def set_status(self, plate_type: str, plate_number: str, status_bits: int) -> VehicleRecord:
         with self._write() as conn:
             vehicle = self._vehicle_for_update(conn, plate_type, plate_number)
             conn.execute(update(VehicleRow).where(VehicleRow.id == vehicle.vehicle_id).values(status_bits=status_bits))
-            self._log_change(conn, vehicle.vehicle_id)
+            self._log_changes(conn, [vehicle.vehicle_id])
         return VehicleRecord(**{**vehicle.__dict__, "status_bits": status_bits})
 
     def revoke_mark(self, serial: int, reason: str) -> None:
@@ -237,11 +254,7 @@ class Store:
             conn.execute(
                 update(MarkRow).where(MarkRow.serial == serial).values(revoked=True, revoked_reason=reason[:200])
             )
-            self._log_change(conn, row.vehicle_id, revoked_serial=serial)
-
-    def vehicle(self, plate_type: str, plate_number: str) -> VehicleRecord:
-        with self._guard(), self.engine.connect() as conn:
-            return self._vehicle_for_update(conn, plate_type, plate_number)
+            self._log_changes(conn, [row.vehicle_id], revoked_serial=serial)
 
     # -- issuance ----------------------------------------------------------------------------
     def mark_by_request_id(self, request_id: str) -> MarkRecord | None:
@@ -288,10 +301,12 @@ class Store:
         Returns (mark, replayed); a request_id seen before returns its first mark and writes nothing."""
         try:
             with self._write() as conn:
+                vehicle = self._vehicle_for_update(conn, plate_type, plate_number)
+                # Checked after the row lock: a concurrent retry waits for the first attempt to
+                # commit, then replays its mark instead of judging the rules a second time.
                 earlier = self._mark_where(conn, MarkRow.request_id == request_id)
                 if earlier is not None:
                     return earlier, True
-                vehicle = self._vehicle_for_update(conn, plate_type, plate_number)
                 plan = decide(vehicle)
                 serial = conn.execute(
                     insert(MarkRow)
@@ -315,7 +330,7 @@ class Store:
                     .where(VehicleRow.id == vehicle.vehicle_id)
                     .values(valid_until=plan.valid_until, current_serial=serial)
                 )
-                self._log_change(conn, vehicle.vehicle_id)
+                self._log_changes(conn, [vehicle.vehicle_id])
                 mark = self._mark_where(conn, MarkRow.serial == serial)
                 assert mark is not None
                 return mark, False
@@ -370,4 +385,4 @@ def _sqlite_on_begin(conn: Connection) -> None:
     conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get("vimark_write") else "BEGIN")
 
 
-__all__ = ["Base", "SQLAlchemyError", "Store"]
+__all__ = ["Base", "Store"]

@@ -10,11 +10,10 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from vimark.client import certificate as cert
-from vimark.client.domain import BLOCKS_ROAD_MASK, STATUS_CODES, Clock, china_date, status_letters
+from vimark.client.domain import BLOCKS_ROAD_MASK, POLICE_ALERT_MASK, Clock, china_date, status_letters
 from vimark.client.errors import CertificateError
 from vimark.client.trust import RevokedKey, TrustList
 from vimark.server import rules
-from vimark.server.issuer import facts
 from vimark.server.records import VehicleRecord
 from vimark.v1 import mark_service_pb2 as pb
 
@@ -52,7 +51,7 @@ class VehicleStanding:
     @classmethod
     def of(cls, vehicle: VehicleRecord, on: dt.date, config: rules.RuleConfig) -> VehicleStanding:
         within = rules.within_validity(vehicle.valid_until, on)
-        cycles = 0 if within else rules.overdue_cycles(facts(vehicle), vehicle.valid_until, on, config)
+        cycles = 0 if within else rules.overdue_cycles(vehicle.facts(), vehicle.valid_until, on, config)
         letters = status_letters(vehicle.status_bits)
         if not within:
             letters = ("" if letters == "A" else letters) + "Q"
@@ -64,7 +63,7 @@ class VehicleStanding:
 
     @property
     def police_alert(self) -> bool:
-        return any(STATUS_CODES[c].police_alert for c in self.status_letters)
+        return bool(self.vehicle.status_bits & POLICE_ALERT_MASK)
 
     @property
     def scrapping_due(self) -> bool:
@@ -107,20 +106,22 @@ class Verifier:
         def verdict(v: int, why: str, standing: VehicleStanding | None = None) -> Verification:
             return Verification(v, why, body, certificate.key_id, standing)
 
-        # 10. A live QR lives minutes, judged by the real clock (a screenshot must not pass later).
-        if (
-            body.presentation == cert.Presentation.PRESENTATION_ONLINE
-            and now.timestamp() > body.presentation_expires_at
-        ):
-            return verdict(Verdict.VERDICT_PRESENTATION_EXPIRED, "this live QR has expired: ask for a fresh one")
-        # 11. The vehicle's current record.
+        # 10. The vehicle's current record.
         vehicle = self.index.by_plate(body.plate_type, body.plate_number)
         if vehicle is None:
             return verdict(Verdict.VERDICT_UNKNOWN_VEHICLE, "authentic mark, but no record of this vehicle")
         standing = VehicleStanding.of(vehicle, on, self.config)
-        # 12. A status that forbids the road overrides whatever the mark says.
+        # 11. A status that forbids the road overrides whatever the mark says (even an old screenshot).
         if standing.blocked:
             return verdict(Verdict.VERDICT_VEHICLE_BLOCKED, "the vehicle's status forbids the road", standing)
+        # 12. A live QR lives minutes, judged by the real clock (a screenshot must not pass later).
+        if (
+            body.presentation == cert.Presentation.PRESENTATION_ONLINE
+            and now.timestamp() > body.presentation_expires_at
+        ):
+            return verdict(
+                Verdict.VERDICT_PRESENTATION_EXPIRED, "this live QR has expired: ask for a fresh one", standing
+            )
         # 13. Revoked, then superseded: only the vehicle's current mark counts.
         if self.index.is_revoked(body.serial):
             return verdict(Verdict.VERDICT_REVOKED, f"mark {body.serial} has been revoked", standing)
@@ -128,7 +129,14 @@ class Verifier:
             return verdict(
                 Verdict.VERDICT_SUPERSEDED, f"a newer mark ({vehicle.current_serial}) replaces this one", standing
             )
-        # 14. Inspection validity on the judged date.
+        # 14. Inspection validity on the judged date. A mark issued after that date cannot show
+        # validity on it (the vehicle may have been overdue and inspected since).
+        if on < china_date(body.issued_time):
+            return verdict(
+                Verdict.VERDICT_ISSUED_AFTER_DATE,
+                f"this mark was issued after {on}: it cannot show validity then",
+                standing,
+            )
         if not rules.within_validity(body.valid_until, on):
             return verdict(
                 Verdict.VERDICT_INSPECTION_EXPIRED, f"inspection validity ended with {body.valid_until_text}", standing

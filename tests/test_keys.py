@@ -25,7 +25,7 @@ def test_private_keys_are_owner_only_pem(keys_dir: Path) -> None:
         KeyDirectory(keys_dir).init()  # never overwrite keys
 
 
-def _wait_for_key(client: VimarkClient, key_id: int, status: int) -> None:
+def wait_for_key(client: VimarkClient, key_id: int, status: int) -> None:
     deadline = time.monotonic() + 5
     while not any(k.key_id == key_id and k.status == status for k in client.trust_list().keys):
         assert time.monotonic() < deadline, f"server did not reload key {key_id}"
@@ -49,14 +49,14 @@ def test_rotation_keeps_old_marks_and_revocation_voids_them(
             )
             assert old.key_id == 1
             KeyDirectory(keys_dir).rotate()
-            _wait_for_key(client, 2, pb.KEY_STATUS_ACTIVE)
+            wait_for_key(client, 2, pb.KEY_STATUS_ACTIVE)
             new = client.issue(
                 request_id="b", plate_number="闽C54321", plate_type="02", reason=cpb.ISSUE_REASON_REGISTRATION
             )
             assert new.key_id == 2
             assert client.verify(old.qr_text).verdict == pb.VERDICT_VALID  # retired key still verifies
             KeyDirectory(keys_dir).revoke(1)
-            _wait_for_key(client, 1, pb.KEY_STATUS_REVOKED)
+            wait_for_key(client, 1, pb.KEY_STATUS_REVOKED)
             assert client.verify(old.qr_text).verdict == pb.VERDICT_REVOKED
             assert client.verify(new.qr_text).verdict == pb.VERDICT_VALID
     finally:
@@ -74,7 +74,7 @@ def test_revoking_the_active_key_voids_its_marks_and_stops_issuance(
                 request_id="a", plate_number="闽C12345", plate_type="02", reason=cpb.ISSUE_REASON_REGISTRATION
             )
             KeyDirectory(keys_dir).revoke(1)
-            _wait_for_key(client, 1, pb.KEY_STATUS_REVOKED)
+            wait_for_key(client, 1, pb.KEY_STATUS_REVOKED)
             assert client.verify(mark.qr_text).verdict == pb.VERDICT_REVOKED
             with pytest.raises(RuleViolation) as refused:
                 client.issue(
@@ -82,7 +82,7 @@ def test_revoking_the_active_key_voids_its_marks_and_stops_issuance(
                 )
             assert refused.value.reason == "NO_ACTIVE_KEY"
             KeyDirectory(keys_dir).rotate()
-            _wait_for_key(client, 2, pb.KEY_STATUS_ACTIVE)
+            wait_for_key(client, 2, pb.KEY_STATUS_ACTIVE)
             fresh = client.issue(
                 request_id="c", plate_number="闽C12345", plate_type="02", reason=cpb.ISSUE_REASON_REDOWNLOAD
             )

@@ -16,6 +16,16 @@ from vimark.v1 import mark_service_pb2 as pb
 PLATE = {"plate_number": "闽C12345", "plate_type": "02"}
 
 
+def row_counts(db_url: str) -> tuple[int, ...]:
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(db_url)
+    with engine.connect() as conn:
+        counts = tuple(conn.execute(text(f"SELECT count(*) FROM {t}")).scalar_one() for t in ("marks", "change_log"))
+    engine.dispose()
+    return counts
+
+
 def register(client: VimarkClient, **fields: object) -> None:
     client.upsert_vehicles([vehicle(**fields)])  # type: ignore[arg-type]
 
@@ -78,11 +88,12 @@ def test_changed_characters_never_verify(client: VimarkClient) -> None:
     register(client, registered_on="2026-11-02")
     text = issue(client, "reg-1").qr_text
     altered = []
-    for i in range(len("VM1:"), len(text), 7):
+    for i in range(len(text)):  # every position, the prefix included
         replacement = "0" if text[i] != "0" else "1"
         altered.append(text[:i] + replacement + text[i + 1 :])
     results = client.verify_batch(altered).results
-    assert {r.verdict for r in results} <= {pb.VERDICT_FORGED, pb.VERDICT_MALFORMED}
+    # A changed seal key id names a key we lack (UNKNOWN_KEY); anything else fails the seal or the form.
+    assert {r.verdict for r in results} <= {pb.VERDICT_FORGED, pb.VERDICT_MALFORMED, pb.VERDICT_UNKNOWN_KEY}
 
 
 def test_mark_expires_after_its_month(client: VimarkClient, clock: MovableClock) -> None:
@@ -199,14 +210,16 @@ def test_trust_list_names_the_active_key(client: VimarkClient) -> None:
     ],
 )
 def test_malformed_issue_names_the_field_and_changes_nothing(
-    client: VimarkClient, field_values: dict[str, object], field: str
+    client: VimarkClient, db_url: str, field_values: dict[str, object], field: str
 ) -> None:
     register(client, registered_on="2026-11-02")
     request = {"request_id": "r", "reason": cpb.ISSUE_REASON_REGISTRATION, **PLATE, **field_values}
+    before = row_counts(db_url)
     with pytest.raises(InvalidArgument) as bad:
         client.issue(**request)  # type: ignore[arg-type]
     assert bad.value.field == field
     assert client.lookup(**PLATE).current_serial == 0
+    assert row_counts(db_url) == before  # no mark, no change-log row
 
 
 def test_malformed_verify_and_lookup(client: VimarkClient) -> None:
@@ -301,3 +314,62 @@ def test_public_role_sees_only_valid_plate_and_month(
             assert not app.trust_list().seal_keys
     finally:
         public.stop(grace=1)
+
+
+def test_blocked_status_shows_even_on_an_expired_live_qr(client: VimarkClient, clock: MovableClock) -> None:
+    register(client, registered_on="2026-11-02")
+    issue(client, "reg-1")
+    screenshot = client.present(**PLATE).live_qr_text
+    client.set_status(**PLATE, status_codes="C")
+    clock.advance(hours=2)
+    seen = client.verify(screenshot)
+    assert seen.verdict == pb.VERDICT_VEHICLE_BLOCKED and seen.police_alert
+
+
+def test_a_mark_cannot_show_validity_before_it_was_issued(client: VimarkClient) -> None:
+    register(client, registered_on="2026-11-02")
+    mark = issue(client, "reg-1")  # issued 2026-11-25
+    assert client.verify(mark.qr_text, at_date="2026-11-25").verdict == pb.VERDICT_VALID
+    assert client.verify(mark.qr_text, at_date="2026-11-24").verdict == pb.VERDICT_ISSUED_AFTER_DATE
+
+
+@pytest.mark.parametrize("month", ["6000-01", "0000-01", "1949-12", "2026-00"])
+def test_registry_months_out_of_range_are_refused(client: VimarkClient, month: str) -> None:
+    with pytest.raises(InvalidArgument) as bad:
+        register(client, valid_until=month)
+    assert bad.value.field == "vehicles[0].valid_until"
+    register(client, registered_on="2026-11-02")  # and the index still takes new rows
+    assert client.lookup(**PLATE).plate_number == "闽C12345"
+
+
+def test_a_reissued_plate_starts_afresh(client: VimarkClient) -> None:
+    register(client, registered_on="2026-11-02")
+    old = issue(client, "reg-1")
+    # The plate is cancelled with its car and later issued to another vehicle (another VIN).
+    register(
+        client, vin="LGWEF4A59MH000777", category="goods", registered_on="2010-03-01", valid_until="2025-03", seats=0
+    )
+    status = client.lookup(**PLATE)
+    assert (status.vin, status.current_serial, status.valid_until, status.within_validity) == (
+        "LGWEF4A59MH000777",
+        0,
+        "2025-03",
+        False,
+    )
+    assert client.verify(old.qr_text).verdict == pb.VERDICT_SUPERSEDED
+
+
+def test_present_after_a_key_is_revoked_shows_fresh_copies(client: VimarkClient, keys_dir: Path) -> None:
+    from test_keys import wait_for_key
+    from vimark.server.keys import KeyDirectory
+
+    register(client, registered_on="2026-11-02")
+    mark = issue(client, "reg-1")
+    assert client.present(**PLATE).download_qr_text == mark.qr_text  # deterministic signing
+    KeyDirectory(keys_dir).revoke(1)
+    KeyDirectory(keys_dir).rotate()
+    wait_for_key(client, 2, pb.KEY_STATUS_ACTIVE)
+    assert client.verify(mark.qr_text).verdict == pb.VERDICT_REVOKED
+    shown = client.present(**PLATE)
+    for text in (shown.live_qr_text, shown.download_qr_text, shown.print_qr_text):
+        assert client.verify(text).verdict == pb.VERDICT_VALID

@@ -102,11 +102,18 @@ def test_concurrent_retries_of_one_request_make_one_mark(db_url: str, keys_dir: 
     two = start_server(db_url, keys_dir, clock)
     try:
         with VimarkClient(f"127.0.0.1:{one.port}") as c1, VimarkClient(f"127.0.0.1:{two.port}") as c2:
-            c1.upsert_vehicles([vehicle(registered_on="2026-11-02")])
+            c1.upsert_vehicles([vehicle(registered_on="2024-12-03", valid_until="2026-12")])
 
+            # An inspection inside the renewal window: judged twice, the second judgement would
+            # refuse (TOO_EARLY against the new validity) — a retry must replay, not re-judge.
             def attempt(client: VimarkClient) -> int:
                 return client.issue(
-                    request_id="once", plate_number="闽C12345", plate_type="02", reason=cpb.ISSUE_REASON_REGISTRATION
+                    request_id="once",
+                    plate_number="闽C12345",
+                    plate_type="02",
+                    reason=cpb.ISSUE_REASON_INSPECTION_PASSED,
+                    inspected_on="2026-11-24",
+                    station_id="FJ-01",
                 ).serial
 
             with futures.ThreadPoolExecutor(8) as pool:

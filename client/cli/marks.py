@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import uuid
 from pathlib import Path
 
-from vimark.client.cli.common import add_client_flags, connect, emit
+from vimark.client.cli.common import add_client_flags, connect, dump, emit
 from vimark.client.errors import InvalidArgument
 from vimark.v1 import certificate_pb2
 from vimark.v1 import mark_service_pb2 as pb
@@ -19,7 +18,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     p.add_argument("--plate-number", required=True)
     p.add_argument("--plate-type", required=True, help="GA 24.7 code, e.g. 02")
     p.add_argument("--reason", required=True, choices=REASONS)
-    p.add_argument("--request-id", default=None, help="idempotency key (default: a new random one)")
+    p.add_argument("--request-id", required=True, help="idempotency key: repeating it returns the same mark")
     p.add_argument("--inspected-on", default="", metavar="YYYY-MM-DD", help="for inspection_passed")
     p.add_argument("--station", default="", help="inspection station code, for inspection_passed")
     p.add_argument("--vin", default="")
@@ -64,7 +63,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 def issue(args: argparse.Namespace) -> int:
     with connect(args) as client:
         r = client.issue(
-            request_id=args.request_id or uuid.uuid4().hex,
+            request_id=args.request_id,
             plate_number=args.plate_number,
             plate_type=args.plate_type,
             vin=args.vin,
@@ -163,5 +162,5 @@ def render(args: argparse.Namespace) -> int:
         if r.serial:
             fields["serial"] = r.serial
     draw(args.qr_text, args.out, **fields)  # type: ignore[arg-type]
-    print(f'{{"out": "{args.out}"}}' if args.json else f"wrote {args.out}")
+    print(dump({"out": str(args.out)}) if args.json else f"wrote {args.out}")
     return 0

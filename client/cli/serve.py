@@ -49,6 +49,13 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         metavar="SECONDS",
         help="how long a live QR verifies (default 180)",
     )
+    p.add_argument(
+        "--shutdown-delay",
+        default=1.0,
+        type=float,
+        metavar="SECONDS",
+        help="on SIGTERM, report NOT_SERVING this long before draining (default 1)",
+    )
     p.set_defaults(func=serve)
 
     keys = commands.add_parser("keys", help="manage the issuing key directory")
@@ -113,6 +120,7 @@ def serve(args: argparse.Namespace) -> int:
         metrics_port=args.metrics_port,
         presentation_lifetime=dt.timedelta(seconds=args.presentation_lifetime),
         demo_vehicles=args.demo,
+        shutdown_delay=args.shutdown_delay,
     )
     server = VimarkServer(config)
     logging.warning(
