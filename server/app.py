@@ -233,6 +233,7 @@ class VimarkServer:
         if self._stop.is_set():
             return
         self._set_health(health_pb2.HealthCheckResponse.SERVING)
+        log.info("SERVING")
         while not self._stop.wait(self.config.poll_interval):
             try:
                 self.keys.refresh()  # apart from the database: a revocation must land even while it is down

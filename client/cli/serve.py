@@ -138,6 +138,10 @@ def serve(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     server.start()
-    logging.info("vimark serving on port %d (metrics on %s)", server.port, server.metrics_port or "off")
+    logging.info(
+        "vimark listening on port %d (metrics: %s); health says NOT_SERVING until the index is loaded",
+        server.port,
+        server.metrics_port or "off",
+    )
     server.wait()
     return 0
