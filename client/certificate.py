@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from google.protobuf.message import DecodeError
+
 from vimark.client.base45 import b45decode, b45encode
 from vimark.client.domain import PLATE_TYPES, Month, format_month
 from vimark.client.errors import CertificateError

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import zxingcpp
 from PIL import Image, ImageOps, UnidentifiedImageError
+
 from vimark.client.errors import VimarkError
 
 __all__ = ["PDF_DPI", "ImageDecodeError", "decode_image", "decode_pil"]

@@ -19,6 +19,7 @@ import grpc
 from google.protobuf.message import Message
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
+
 from vimark.client.errors import InvalidArgument, NotFound, PermissionDenied, RuleViolation, Unavailable, VimarkError
 from vimark.v1 import mark_service_pb2 as pb
 from vimark.v1 import mark_service_pb2_grpc as pb_grpc

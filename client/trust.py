@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
 from vimark.client.certificate import Certificate, ForgedCertificate, UnknownKey, decode
 from vimark.client.errors import CertificateError
 

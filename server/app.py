@@ -23,6 +23,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import start_http_server
+
 from vimark.client.domain import Clock, system_clock
 from vimark.client.errors import Unavailable, VimarkError
 from vimark.client.trust import TrustList

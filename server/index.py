@@ -20,6 +20,7 @@ from collections.abc import Iterable, Iterator, Sequence
 
 import numpy as np
 import numpy.typing as npt
+
 from vimark.client.domain import VehicleCategory
 from vimark.server.records import Change, VehicleRecord
 

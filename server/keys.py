@@ -20,6 +20,7 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
 from vimark.client.domain import Clock, system_clock
 from vimark.client.errors import KeyStoreError, RuleViolation
 from vimark.client.trust import ACTIVE, RETIRED, REVOKED, TrustedKey, TrustList

@@ -18,6 +18,7 @@ from google.protobuf import any_pb2
 from google.protobuf.timestamp_pb2 import Timestamp
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
+
 from vimark.client import certificate as cert
 from vimark.client.domain import (
     VehicleCategory,

@@ -42,6 +42,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
 from vimark.client.domain import VehicleCategory
 from vimark.client.errors import InvalidArgument, NotFound, Unavailable
 from vimark.server.records import Change, MarkPlan, MarkRecord, VehicleRecord

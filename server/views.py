@@ -5,6 +5,7 @@ from __future__ import annotations
 import enum
 
 from google.protobuf.timestamp_pb2 import Timestamp
+
 from vimark.client.domain import STATUS_CODES, format_month
 from vimark.server.verifier import VehicleStanding, Verdict, Verification
 from vimark.v1 import mark_service_pb2 as pb

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
 from vimark.client.sdk import VimarkClient
 from vimark.server.app import ServerConfig, VimarkServer
 from vimark.server.keys import KeyDirectory

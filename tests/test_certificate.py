@@ -25,6 +25,7 @@ from vector_loader import (
     trust_list,
     trust_list_with,
 )
+
 from vimark.client import certificate as codec
 from vimark.client.base45 import ALPHABET, b45decode, b45encode
 from vimark.client.certificate import (

@@ -21,6 +21,7 @@ import pypdfium2
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
 from vimark.client.qrimage import decode_pil
 
 VIMARK = [sys.executable, "-m", "vimark.client.cli.main"]

@@ -9,6 +9,7 @@ from concurrent import futures
 from pathlib import Path
 
 import numpy as np
+
 from conftest import MovableClock, start_server, vehicle
 from vimark.client.domain import VehicleCategory
 from vimark.client.sdk import VimarkClient

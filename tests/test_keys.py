@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 import pytest
+
 from conftest import MovableClock, start_server, vehicle
 from vimark.client.errors import KeyStoreError, RuleViolation
 from vimark.client.sdk import VimarkClient

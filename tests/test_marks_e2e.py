@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from conftest import MovableClock, start_server, vehicle
 from vimark.client.errors import InvalidArgument, NotFound, PermissionDenied, RuleViolation
 from vimark.client.sdk import VimarkClient
@@ -361,6 +362,7 @@ def test_a_reissued_plate_starts_afresh(client: VimarkClient) -> None:
 
 def test_present_after_a_key_is_revoked_shows_fresh_copies(client: VimarkClient, keys_dir: Path) -> None:
     from test_keys import wait_for_key
+
     from vimark.server.keys import KeyDirectory
 
     register(client, registered_on="2026-11-02")
@@ -373,3 +375,28 @@ def test_present_after_a_key_is_revoked_shows_fresh_copies(client: VimarkClient,
     shown = client.present(**PLATE)
     for text in (shown.live_qr_text, shown.download_qr_text, shown.print_qr_text):
         assert client.verify(text).verdict == pb.VERDICT_VALID
+
+
+def test_png_and_pdf_copies_decode_and_verify(client: VimarkClient, tmp_path: Path) -> None:
+    from pypdfium2 import PdfDocument
+
+    from vimark.client.qrimage import decode_image, decode_pil
+    from vimark.client.render import render
+
+    register(client, plate_number="粤BD12345", plate_type="52", registered_on="2026-11-02")
+    mark = client.issue(
+        request_id="nev-1", plate_number="粤BD12345", plate_type="52", reason=cpb.ISSUE_REASON_REGISTRATION
+    )
+    render(mark.qr_text, tmp_path / "mark.png")
+    render(
+        mark.qr_text,
+        tmp_path / "mark.pdf",
+        plate_number=mark.plate_number,
+        plate_type=mark.plate_type,
+        valid_until=mark.valid_until,
+        serial=mark.serial,
+    )
+    page = PdfDocument(str(tmp_path / "mark.pdf"))[0].render(scale=200 / 72).to_pil()
+    for scanned in (decode_image(tmp_path / "mark.png"), decode_pil(page)):
+        assert scanned == mark.qr_text
+        assert client.verify(scanned).verdict == pb.VERDICT_VALID

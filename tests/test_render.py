@@ -19,6 +19,7 @@ import pypdfium2
 import pytest
 import zxingcpp
 from PIL import Image, ImageFilter
+
 from vimark.client.errors import VimarkError
 from vimark.client.qrimage import ImageDecodeError, decode_image, decode_pil
 from vimark.client.render import (

@@ -10,6 +10,7 @@ import datetime as dt
 import itertools
 
 import pytest
+
 from vimark.client.domain import VehicleCategory, parse_month, status_bits
 from vimark.client.errors import InvalidArgument, RuleViolation
 from vimark.server import rules

@@ -11,8 +11,9 @@ import grpc
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from conftest import MovableClock, start_server, vehicle
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from conftest import MovableClock, start_server, vehicle
 from vimark.client.sdk import VimarkClient
 from vimark.server.app import ServerConfig, VimarkServer
 from vimark.server.store import Base, Store

@@ -7,6 +7,7 @@ import json
 from typing import Any
 
 from google.protobuf.message import Message
+
 from vimark.client.sdk import DEFAULT_SERVER, VimarkClient, to_json_dict
 
 

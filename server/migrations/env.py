@@ -1,6 +1,7 @@
 """Alembic environment: vimark runs migrations in-process on the Store's connection."""
 
 from alembic import context
+
 from vimark.server.store import Base
 
 connection = context.config.attributes["connection"]

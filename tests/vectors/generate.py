@@ -23,6 +23,7 @@ from typing import Any
 import segno
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
 from vimark.client.base45 import b45decode, b45encode
 from vimark.client.certificate import (
     MAX_QR_TEXT_LENGTH,
