@@ -82,6 +82,7 @@ def main() -> None:
                 "unit": "bytes/vehicle",
                 "baseline": round(baseline_rss / n, 1),
                 "ratio": round(index_rss / baseline_rss, 3),
+                "arrays_bytes_per_vehicle": round(index.nbytes() / n, 1),
                 "vehicles": n,
                 "lookup_us": round(lookup_us, 2),
                 "load_s": round(load_seconds, 2),
