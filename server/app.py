@@ -69,12 +69,12 @@ class ServerConfig:
 class KeyWatcher:
     """The key ring, reloaded when the key directory's manifest changes (rotation, revocation)."""
 
-    def __init__(self, directory: KeyDirectory, signer_factory: type[Signer] = Signer) -> None:
+    def __init__(self, directory: KeyDirectory) -> None:
         self.directory = directory
         self._mtime = directory.manifest_mtime()
         self._ring = directory.load()
         self._trust = self._ring.trust_list()
-        self.signer = signer_factory(self._ring)
+        self.signer = Signer(self._ring)
 
     def ring(self) -> KeyRing:
         return self._ring
