@@ -236,32 +236,41 @@ def within_validity(valid_until: Month | None, today: dt.date) -> bool:
     return valid_until is not None and today <= month_end(valid_until)
 
 
+def overdue(
+    facts: VehicleFacts, valid_until: Month | None, today: dt.date, config: RuleConfig = DEFAULT_CONFIG
+) -> bool:
+    """R8: past the validity (status Q). A vehicle without any validity is overdue once its first
+    due month has ended (before that it is newly registered, awaiting its first mark)."""
+    if valid_until is None:
+        return first_due(facts, config) < month_of(today)
+    return not within_validity(valid_until, today)
+
+
 def overdue_cycles(
     facts: VehicleFacts, valid_until: Month | None, today: dt.date, config: RuleConfig = DEFAULT_CONFIG
 ) -> int:
-    """R8: how many consecutive inspection cycles the vehicle has been without a valid mark on `today`.
+    """R8: complete inspection cycles that have passed since the validity ended without a new mark
+    (Compulsory Scrapping Standard 2012, Art. 4: "连续3个机动车检验周期内未取得检验合格标志").
 
-    The cycle ending at `valid_until` is the first missed; each later grid due month whose month
-    has ended adds one. With no validity at all, every grid due month that has ended counts.
+    The cycle that starts when the validity ends is the first; it is complete once the next grid
+    due month has ended. 0 while within validity and during the first overdue cycle. A vehicle
+    with no validity at all counts from its first due month, the end of its implicit first validity.
     """
-    if within_validity(valid_until, today):
+    if not overdue(facts, valid_until, today, config):
         return 0
     this_month = month_of(today)
-    # R8.1 count from valid_until itself even when it is off the grid (imported data), so that a
-    # vehicle past its validity is always at least 1 cycle overdue; on the grid this is the same
-    # as counting grid dues D with valid_until <= D.
-    cycles = 0 if valid_until is None else 1
-    after = facts.registration_month if valid_until is None else valid_until
+    ended = first_due(facts, config) if valid_until is None else valid_until
+    cycles = 0
     for due in grid(facts, config):
         if due >= this_month:  # month_end(due) < today  <=>  due < month_of(today)
             return cycles
-        if due > after:
+        if due > ended:
             cycles += 1
     raise AssertionError("unreachable: the grid is endless")
 
 
 def scrapping_due(cycles: int) -> bool:
-    """Compulsory Scrapping Standard (2012) Art. 4: 3 consecutive cycles without a valid mark."""
+    """Compulsory Scrapping Standard (2012) Art. 4: 3 complete consecutive cycles without a valid mark."""
     return cycles >= SCRAPPING_CYCLES
 
 
@@ -310,6 +319,13 @@ def _renew(facts: VehicleFacts, current: Month | None, on: dt.date, exemption: b
     return next_grid_due_after(facts, max(due, month), config)
 
 
+def _implicit(facts: VehicleFacts, current: Month | None, config: RuleConfig) -> Month:
+    """A vehicle with no recorded validity (imported without one) is taken as valid until its
+    first due month, as if its registration mark had been issued: the first inspection or
+    exemption then satisfies that due month, with its window."""
+    return first_due(facts, config) if current is None else current
+
+
 def new_valid_until(
     facts: VehicleFacts,
     reason: IssueReason,
@@ -328,9 +344,16 @@ def new_valid_until(
         )
     match reason:
         case IssueReason.REGISTRATION:
-            # R2 valid until the first due date; a later validity already held is kept.
+            # R2 valid until the first due date; a later validity already held is kept. A vehicle
+            # registered so long ago that this has already ended must be inspected instead.
             first = first_due(facts, config)
-            return first if current is None else max(first, current)
+            valid_until = first if current is None else max(first, current)
+            if not within_validity(valid_until, today):
+                raise RuleViolation(
+                    f"the first inspection was due by the end of {format_month(valid_until)}: inspect the vehicle",
+                    reason="INSPECTION_OVERDUE",
+                )
+            return valid_until
         case IssueReason.TRANSFER | IssueReason.CHANGE | IssueReason.REDOWNLOAD | IssueReason.PAPER_LOST:
             # R3 the same validity on a new mark (a lost paper mark is just downloaded again); an
             # overdue vehicle must be inspected first.
@@ -353,8 +376,8 @@ def new_valid_until(
                     "inspected_on",
                     f"{inspected_on.isoformat()} is before registration on {facts.registered_on}",
                 )
-            return _renew(facts, current, inspected_on, False, config)
+            return _renew(facts, _implicit(facts, current, config), inspected_on, False, config)
         case IssueReason.EXEMPTION:
             # R5 like R4, with the application date (today) in place of the inspection date.
-            return _renew(facts, current, today, True, config)
+            return _renew(facts, _implicit(facts, current, config), today, True, config)
     assert_never(reason)

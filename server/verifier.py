@@ -50,10 +50,11 @@ class VehicleStanding:
 
     @classmethod
     def of(cls, vehicle: VehicleRecord, on: dt.date, config: rules.RuleConfig) -> VehicleStanding:
+        facts = vehicle.facts()
         within = rules.within_validity(vehicle.valid_until, on)
-        cycles = 0 if within else rules.overdue_cycles(vehicle.facts(), vehicle.valid_until, on, config)
+        cycles = rules.overdue_cycles(facts, vehicle.valid_until, on, config)
         letters = status_letters(vehicle.status_bits)
-        if not within:
+        if rules.overdue(facts, vehicle.valid_until, on, config):
             letters = ("" if letters == "A" else letters) + "Q"
         return cls(vehicle, within, cycles, letters)
 

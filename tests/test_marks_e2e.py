@@ -98,16 +98,23 @@ def test_changed_characters_never_verify(client: VimarkClient) -> None:
 
 
 def test_mark_expires_after_its_month(client: VimarkClient, clock: MovableClock) -> None:
-    register(client, registered_on="2025-01-10", valid_until="2026-12", category="goods", seats=0)
+    # A goods vehicle registered 2025-12: yearly grid 2026-12, 2027-12, 2028-12, ...
+    register(client, registered_on="2025-12-10", valid_until="2026-12", category="goods", seats=0)
     mark = issue(client, "redl-1", cpb.ISSUE_REASON_REDOWNLOAD)
     clock.advance(days=36)  # 2026-12-31 10:00 China time: last day of the month
     assert client.verify(mark.qr_text).verdict == pb.VERDICT_VALID
     clock.advance(days=1)  # 2027-01-01
     expired = client.verify(mark.qr_text)
     assert expired.verdict == pb.VERDICT_INSPECTION_EXPIRED and not expired.within_validity
-    assert "Q" in [s.code for s in expired.status_codes] and expired.overdue_cycles == 1
+    assert "Q" in [s.code for s in expired.status_codes] and expired.overdue_cycles == 0  # first cycle running
     status = client.lookup(**PLATE)
-    assert not status.within_validity and status.overdue_cycles == 1 and not status.scrapping_due
+    assert not status.within_validity and status.overdue_cycles == 0 and not status.scrapping_due
+    clock.advance(days=365 + 366)  # 2029-01-01: the cycles ending 2027-12 and 2028-12 are over
+    later = client.lookup(**PLATE)
+    assert (later.overdue_cycles, later.scrapping_due) == (2, False)
+    clock.advance(days=365)  # 2030-01-01: a third whole cycle without a mark
+    scrapping = client.verify(mark.qr_text)
+    assert (scrapping.overdue_cycles, scrapping.scrapping_due) == (3, True)
 
 
 def test_judging_at_a_past_date(client: VimarkClient, clock: MovableClock) -> None:

@@ -358,23 +358,38 @@ def test_within_validity(valid_until: int | None, today: dt.date, expected: bool
 SMALL_2021 = car("2021-03-08")  # grid 2023-03, 2025-03, 2027-03, 2029-03, 2031-03
 COMMERCIAL_2019 = car("2019-04-15", Cat.COMMERCIAL_PASSENGER)  # ... 2024-04, 2024-10, 2025-04, 2025-10
 
+# Complete cycles since the validity ended: a cycle is complete once the next grid due month ends.
 OVERDUE = [
     pytest.param(SMALL_2021, m("2025-03"), D(2025, 3, 31), 0, id="last-day-within"),
-    pytest.param(SMALL_2021, m("2025-03"), D(2025, 4, 1), 1, id="next-day-1"),
-    pytest.param(SMALL_2021, m("2025-03"), D(2027, 3, 31), 1, id="next-due-not-ended-1"),
-    pytest.param(SMALL_2021, m("2025-03"), D(2027, 4, 1), 2, id="next-due-ended-2"),
-    pytest.param(SMALL_2021, m("2025-03"), D(2029, 4, 1), 3, id="third-due-ended-3"),
-    pytest.param(SMALL_2021, m("2025-03"), D(2031, 4, 1), 4, id="fourth-due-ended-4"),
-    # 6-month steps: 2024-04, 2024-10 and 2025-04 all ended by 2025-05-01
-    pytest.param(COMMERCIAL_2019, m("2024-04"), D(2025, 5, 1), 3, id="commercial-6-month-steps-3"),
-    # no validity at all: grid dues whose month has ended
+    pytest.param(SMALL_2021, m("2025-03"), D(2025, 4, 1), 0, id="next-day-first-cycle-running-0"),
+    pytest.param(SMALL_2021, m("2025-03"), D(2027, 3, 31), 0, id="first-cycle-not-ended-0"),
+    pytest.param(SMALL_2021, m("2025-03"), D(2027, 4, 1), 1, id="first-cycle-ended-1"),
+    pytest.param(SMALL_2021, m("2025-03"), D(2029, 4, 1), 2, id="second-cycle-ended-2"),
+    pytest.param(SMALL_2021, m("2025-03"), D(2031, 3, 31), 2, id="third-cycle-last-day-2"),
+    pytest.param(SMALL_2021, m("2025-03"), D(2031, 4, 1), 3, id="third-cycle-ended-3"),
+    # 6-month steps: after 2024-04, the dues 2024-10 and 2025-04 have ended by 2025-05-01
+    pytest.param(COMMERCIAL_2019, m("2024-04"), D(2025, 5, 1), 2, id="commercial-6-month-steps-2"),
+    # no validity at all: counted from the first due month (2023-03), the implicit first validity
     pytest.param(SMALL_2021, None, D(2023, 3, 31), 0, id="none-before-first-due"),
-    pytest.param(SMALL_2021, None, D(2023, 4, 1), 1, id="none-first-due-ended"),
-    pytest.param(SMALL_2021, None, D(2027, 4, 1), 3, id="none-three-dues-ended"),
-    # an off-grid valid_until (imported data) counts as the first missed cycle
-    pytest.param(SMALL_2021, m("2025-04"), D(2025, 5, 1), 1, id="off-grid-1"),
-    pytest.param(SMALL_2021, m("2025-04"), D(2027, 4, 1), 2, id="off-grid-then-grid-2"),
+    pytest.param(SMALL_2021, None, D(2023, 4, 1), 0, id="none-first-due-ended-0"),
+    pytest.param(SMALL_2021, None, D(2027, 4, 1), 2, id="none-2025-and-2027-ended-2"),
+    # an off-grid valid_until (imported data): the next grid due closes the first cycle
+    pytest.param(SMALL_2021, m("2025-04"), D(2025, 5, 1), 0, id="off-grid-0"),
+    pytest.param(SMALL_2021, m("2025-04"), D(2027, 4, 1), 1, id="off-grid-then-grid-1"),
 ]
+
+
+@pytest.mark.parametrize(
+    ("valid_until", "today", "expected"),
+    [
+        pytest.param(m("2025-03"), D(2025, 3, 31), False, id="within"),
+        pytest.param(m("2025-03"), D(2025, 4, 1), True, id="past"),
+        pytest.param(None, D(2023, 3, 31), False, id="new-car-awaiting-first-mark"),
+        pytest.param(None, D(2023, 4, 1), True, id="no-validity-past-first-due"),
+    ],
+)
+def test_overdue(valid_until: int | None, today: dt.date, expected: bool) -> None:
+    assert rules.overdue(SMALL_2021, valid_until, today) is expected
 
 
 @pytest.mark.parametrize(("facts", "valid_until", "today", "expected"), OVERDUE)
@@ -397,15 +412,15 @@ def test_scrapping_due(cycles: int, expected: bool) -> None:
 
 
 def test_time_travel_last_day_then_next_day() -> None:
-    # Valid until 2025-03: within validity through 31 March, overdue 1 cycle on 1 April; the
-    # scrapping flag appears once the third cycle (2029-03) has ended.
+    # Valid until 2025-03: within validity through 31 March, overdue on 1 April; the scrapping
+    # flag appears once three whole cycles have passed without a mark (2025-04 .. 2031-03).
     facts, until = SMALL_2021, m("2025-03")
     assert rules.within_validity(until, D(2025, 3, 31))
-    assert rules.overdue_cycles(facts, until, D(2025, 3, 31)) == 0
+    assert not rules.overdue(facts, until, D(2025, 3, 31))
     assert not rules.within_validity(until, D(2025, 4, 1))
-    assert rules.overdue_cycles(facts, until, D(2025, 4, 1)) == 1
-    assert not rules.scrapping_due(rules.overdue_cycles(facts, until, D(2029, 3, 31)))
-    assert rules.scrapping_due(rules.overdue_cycles(facts, until, D(2029, 4, 1)))
+    assert rules.overdue(facts, until, D(2025, 4, 1))
+    assert not rules.scrapping_due(rules.overdue_cycles(facts, until, D(2031, 3, 31)))
+    assert rules.scrapping_due(rules.overdue_cycles(facts, until, D(2031, 4, 1)))
     with pytest.raises(RuleViolation) as excinfo:
         rules.new_valid_until(facts, IssueReason.REDOWNLOAD, until, D(2025, 4, 1))
     assert excinfo.value.reason == "INSPECTION_OVERDUE"
@@ -462,6 +477,19 @@ def test_registration(facts: VehicleFacts, current: int | None, expected: int) -
     assert rules.new_valid_until(facts, IssueReason.REGISTRATION, current, D(2024, 6, 10)) == expected
 
 
+def test_registration_of_a_vehicle_past_its_first_due_is_refused() -> None:
+    # Registered 2015-03: its first due month (2017-03) ended long ago; it must be inspected.
+    with pytest.raises(RuleViolation) as refused:
+        rules.new_valid_until(car("2015-03-01"), IssueReason.REGISTRATION, None, D(2026, 11, 25))
+    assert refused.value.reason == "INSPECTION_OVERDUE" and "2017-03" in refused.value.message
+
+
+def test_exemption_without_recorded_validity_is_judged_at_the_first_due() -> None:
+    # Registered 2024-12, imported without validity: its first due (2026-12, age 2) is exempt and
+    # the window opened on 2026-10-01; the next grid due is 2028-12.
+    assert rules.new_valid_until(car("2024-12-03"), IssueReason.EXEMPTION, None, D(2026, 11, 25)) == m("2028-12")
+
+
 REISSUE = [IssueReason.TRANSFER, IssueReason.CHANGE, IssueReason.REDOWNLOAD, IssueReason.PAPER_LOST]
 
 
@@ -497,7 +525,7 @@ INSPECTION = [
     pytest.param(SMALL_2021, m("2025-03"), D(2027, 5, 10), m("2029-03"), id="very-late-next-grid-due"),
     # no validity: the next grid due after the inspection month
     pytest.param(SMALL_2021, None, D(2023, 5, 2), m("2025-03"), id="no-validity"),
-    pytest.param(SMALL_2021, None, D(2021, 3, 20), m("2023-03"), id="no-validity-registration-month"),
+    pytest.param(SMALL_2021, None, D(2023, 1, 5), m("2025-03"), id="no-validity-window-of-first-due"),
     # 6-month steps: commercial 2019-04 valid until 2024-04 -> 2024-10
     pytest.param(COMMERCIAL_2019, m("2024-04"), D(2024, 3, 10), m("2024-10"), id="commercial-6-months"),
     # 2016-05 car: the 2022-05 due is pre-reform (12) -> 2023-05; the 2023-05 due is reform (24) -> 2025-05

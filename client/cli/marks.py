@@ -113,7 +113,7 @@ def standing_lines(r: pb.VerifyResponse | pb.LookupVehicleStatusResponse) -> lis
     if r.overdue_cycles:
         plural = "s" if r.overdue_cycles > 1 else ""
         scrapping = " - due for compulsory scrapping" if r.scrapping_due else ""
-        lines.append(f"  overdue {r.overdue_cycles} inspection cycle{plural}{scrapping}")
+        lines.append(f"  {r.overdue_cycles} whole inspection cycle{plural} without a mark{scrapping}")
     if r.police_alert:
         lines.append("  POLICE ALERT")
     return lines
