@@ -71,7 +71,7 @@ class KeyWatcher:
 
     def __init__(self, directory: KeyDirectory) -> None:
         self.directory = directory
-        self._mtime = directory.manifest_mtime()
+        self._version = directory.manifest_version()
         self._ring = directory.load()
         self._trust = self._ring.trust_list()
         self.signer = Signer(self._ring)
@@ -83,10 +83,11 @@ class KeyWatcher:
         return self._trust
 
     def refresh(self) -> None:
-        mtime = self.directory.manifest_mtime()
-        if mtime != self._mtime:
+        version = self.directory.manifest_version()
+        if version != self._version:
+            self._version = version  # a damaged manifest is reported once, not at every poll
             ring = self.directory.load()
-            self._ring, self._trust, self._mtime = ring, ring.trust_list(), mtime
+            self._ring, self._trust = ring, ring.trust_list()
             self.signer.replace(ring)
             log.info("key directory reloaded: active key %d, %d trusted", ring.active_key_id, len(ring.trusted))
 
@@ -171,6 +172,9 @@ class VimarkServer:
             options=[
                 ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
                 ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+                # One server per port: a second `vimark serve` on a taken port must fail, not
+                # silently share the traffic (gRPC sets SO_REUSEPORT by default).
+                ("grpc.so_reuseport", 0),
             ],
         )
         caller = DevCaller(config.dev_role)
@@ -208,7 +212,12 @@ class VimarkServer:
 
     def start(self) -> None:
         if self.config.metrics_port:
-            http, _ = start_http_server(self.config.metrics_port, "127.0.0.1", registry=self.metrics.registry)
+            try:
+                http, _ = start_http_server(self.config.metrics_port, "127.0.0.1", registry=self.metrics.registry)
+            except OSError as exc:
+                raise VimarkError(
+                    f"cannot serve metrics on port {self.config.metrics_port}: {exc}", reason="LISTEN_FAILED"
+                ) from None
             self.metrics_port = http.server_port
             self._http = http
         self.server.start()
@@ -238,8 +247,8 @@ class VimarkServer:
         while not self._stop.wait(self.config.poll_interval):
             try:
                 self.keys.refresh()  # apart from the database: a revocation must land even while it is down
-            except Exception:
-                log.exception("key directory reload failed; keeping the previous keys")
+            except Exception as exc:
+                log.error("key directory reload failed; keeping the previous keys: %s", exc)
             try:
                 self.sync.catch_up()
             except Unavailable as exc:  # the database is down: keep verifying from the index

@@ -6,7 +6,8 @@ import datetime as dt
 import random
 from itertools import takewhile
 
-from vimark.client.domain import PROVINCES, Clock, VehicleCategory, china_date, month_of, status_bits
+from vimark.client.domain import BLOCKS_ISSUE_MASK, PROVINCES, Clock, VehicleCategory, china_date, month_of, status_bits
+from vimark.client.errors import RuleViolation
 from vimark.server import rules
 from vimark.server.issuer import IssueCommand, Issuer
 from vimark.server.records import VehicleRecord
@@ -32,19 +33,18 @@ def demo_vehicles(n: int, today: dt.date, seed: int = 2026) -> list[VehicleRecor
     vehicles = []
     for i in range(n):
         category, plate_type, _ = rng.choices(_CATEGORIES, weights=[w for *_, w in _CATEGORIES])[0]
-        province = PROVINCES[i % len(PROVINCES)]
-        letter = _LETTERS[(i // len(PROVINCES)) % len(_LETTERS)]
-        if plate_type == "52":
-            plate = f"{province}{letter}D{rng.choice(_LETTERS)}{rng.randrange(10000):04d}"
-        else:
-            plate = f"{province}{letter}{i % 100000:05d}"
+        # i -> (province, authority letter, number) one to one: plates are unique up to 74 million.
+        rest, province = divmod(i, len(PROVINCES))
+        number, letter = divmod(rest, len(_LETTERS))
+        prefix = PROVINCES[province] + _LETTERS[letter]
+        plate = f"{prefix}D{number:05d}" if plate_type == "52" else f"{prefix}{number:05d}"
         registered = today - dt.timedelta(days=rng.randrange(60, 12 * 365))
         seats = 5 if category in (VehicleCategory.SMALL_PASSENGER, VehicleCategory.SMALL_VAN) else 0
         record = VehicleRecord(
             vehicle_id=0,
             plate_type=plate_type,
             plate_number=plate,
-            vin="".join(rng.choice(_VIN_CHARS) for _ in range(11)) + f"{i:06d}",
+            vin="".join(rng.choice(_VIN_CHARS) for _ in range(9)) + f"{i:08d}",  # unique: the serial part
             category=category,
             registered_on=registered,
             seats=seats,
@@ -72,17 +72,19 @@ def seed_demo(store: Store, issuer: Issuer, n: int, clock: Clock) -> str:
     vehicles = demo_vehicles(n, today)
     for start in range(0, n, 1000):
         store.upsert_vehicles(vehicles[start : start + 1000])
-    issued = 0
+    issued = refused = 0
     for i, v in enumerate(vehicles):
-        if rules.within_validity(v.valid_until, today) and not v.status_bits & status_bits("BCEMP"):
-            issuer.issue(
-                IssueCommand(
-                    f"demo-{i}", v.plate_type, v.plate_number, v.vin, certificate_pb2.ISSUE_REASON_REDOWNLOAD, None, ""
-                )
+        if rules.within_validity(v.valid_until, today) and not v.status_bits & BLOCKS_ISSUE_MASK:
+            command = IssueCommand(
+                f"demo-{i}", v.plate_type, v.plate_number, v.vin, certificate_pb2.ISSUE_REASON_REDOWNLOAD, None, ""
             )
-            issued += 1
+            try:
+                issuer.issue(command)
+                issued += 1
+            except RuleViolation:  # one odd synthetic vehicle must not stop the seeding
+                refused += 1
     sample = vehicles[0]
     return (
-        f"seeded {n} vehicles and {issued} marks; try: vimark present --plate-number {sample.plate_number} "
-        f"--plate-type {sample.plate_type}"
+        f"seeded {n} vehicles and {issued} marks ({refused} refused by the rules); "
+        f"try: vimark present --plate-number {sample.plate_number} --plate-type {sample.plate_type}"
     )

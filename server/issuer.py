@@ -77,8 +77,8 @@ class IssueCommand:
         inspection = reason == cert.IssueReason.ISSUE_REASON_INSPECTION_PASSED
         if inspection and not inspected_on:
             raise InvalidArgument("inspected_on", "an inspection_passed mark needs the inspection date")
-        if len(station_id) > MAX_STATION_ID:
-            raise InvalidArgument("station_id", f"at most {MAX_STATION_ID} characters")
+        if len(station_id) > MAX_STATION_ID or not station_id.isprintable():
+            raise InvalidArgument("station_id", f"at most {MAX_STATION_ID} printable characters")
         return cls(
             request_id=request_id,
             plate_type=parse_plate_type(plate_type),

@@ -57,8 +57,10 @@ class KeyDirectory:
     def exists(self) -> bool:
         return (self.path / MANIFEST).exists()
 
-    def manifest_mtime(self) -> float:
-        return (self.path / MANIFEST).stat().st_mtime
+    def manifest_version(self) -> tuple[int, int, int]:
+        """Changes whenever the manifest is replaced (rotation and revocation write a new file)."""
+        st = (self.path / MANIFEST).stat()
+        return st.st_ino, st.st_mtime_ns, st.st_size
 
     def trusted(self) -> dict[int, TrustedKey]:
         return {t.key_id: t for t in self._manifest()[0]}
@@ -68,8 +70,15 @@ class KeyDirectory:
         issuance is refused until `vimark keys rotate`."""
         keys, seal_ids = self._manifest()
         active = [k.key_id for k in keys if k.status == ACTIVE]
-        signing_key = self._signing_key(active[-1]) if active else None
-        seal_keys = {i: base64.b64decode((self.path / f"seal-{i}.key").read_text()) for i in seal_ids}
+        try:
+            signing_key = self._signing_key(active[-1]) if active else None
+            seal_keys = {
+                i: base64.b64decode((self.path / f"seal-{i}.key").read_text(), validate=True) for i in seal_ids
+            }
+        except (OSError, ValueError) as exc:
+            raise KeyStoreError(f"key directory {self.path} is damaged: {exc}") from None
+        if any(len(k) != 32 for k in seal_keys.values()):
+            raise KeyStoreError(f"key directory {self.path}: a seal key is not 32 bytes")
         return KeyRing({k.key_id: k for k in keys}, active[-1] if active else 0, signing_key, seal_keys, max(seal_ids))
 
     def _signing_key(self, key_id: int) -> Ed25519PrivateKey:
@@ -83,7 +92,16 @@ class KeyDirectory:
             data = json.loads((self.path / MANIFEST).read_text())
         except FileNotFoundError:
             raise KeyStoreError(f"no key directory at {self.path}: run `vimark keys init {self.path}`") from None
-        return [TrustedKey.from_json(k) for k in data["keys"]], [int(i) for i in data["seal_key_ids"]]
+        except (OSError, ValueError) as exc:
+            raise KeyStoreError(f"{self.path / MANIFEST} is unreadable: {exc}") from None
+        try:
+            keys = [TrustedKey.from_json(k) for k in data["keys"]]
+            seal_ids = [int(i) for i in data["seal_key_ids"]]
+        except (KeyError, TypeError, ValueError) as exc:
+            raise KeyStoreError(f"{self.path / MANIFEST} is damaged: {exc!r}") from None
+        if not keys or not seal_ids:
+            raise KeyStoreError(f"{self.path / MANIFEST} names no issuing key or no seal key")
+        return keys, seal_ids
 
     # -- changing ----------------------------------------------------------------------------
     def init(self) -> TrustedKey:

@@ -21,6 +21,7 @@ from grpc_status import rpc_status
 
 from vimark.client import certificate as cert
 from vimark.client.domain import (
+    BLOCKS_ROAD_MASK,
     VehicleCategory,
     china_date,
     format_month,
@@ -234,6 +235,10 @@ class MarkService(_Base, pb_grpc.MarkServiceServicer):
         vehicle = self.index.by_plate(plate_type, plate_number)
         if vehicle is None:
             raise NotFound(f"no vehicle {plate_number} (plate type {plate_type})")
+        if vehicle.status_bits & BLOCKS_ROAD_MASK:
+            raise RuleViolation(f"{plate_number}'s status forbids the road: no mark is shown", reason="VEHICLE_BLOCKED")
+        if self.index.is_revoked(vehicle.current_serial):
+            raise RuleViolation(f"{plate_number}'s current mark is revoked", reason="MARK_REVOKED")
         mark = self.store.mark_by_serial(vehicle.current_serial) if vehicle.current_serial else None
         if mark is None:
             raise RuleViolation(f"{plate_number} has no mark yet", reason="NO_MARK")
@@ -341,6 +346,8 @@ class RegistryService(_Base, rpb_grpc.RegistryServiceServicer):
     def RevokeMark(self, request: rpb.RevokeMarkRequest, context: grpc.ServicerContext) -> rpb.RevokeMarkResponse:
         if not 0 < request.serial < 2**63:
             raise InvalidArgument("serial", "required: the serial of the mark to revoke (1 to 2^63-1)")
+        if len(request.reason) > 200 or not request.reason.isprintable():
+            raise InvalidArgument("reason", "at most 200 printable characters")
         self.store.revoke_mark(request.serial, request.reason)
         self.sync.catch_up()
         return rpb.RevokeMarkResponse(serial=request.serial)

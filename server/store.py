@@ -50,6 +50,7 @@ from vimark.server.records import Change, MarkPlan, MarkRecord, VehicleRecord
 # An integer primary key that is SQLite's rowid (auto-assigned) and a bigint elsewhere.
 _Id = BigInteger().with_variant(Integer, "sqlite")
 _CHANGE_LOG_LOCK = 0x76696D61  # "vima": the advisory lock that orders change-log ids on PostgreSQL
+_MIGRATION_LOCK = 0x76696D6D  # "vimm": serialises schema migrations of servers starting together
 
 
 class Base(DeclarativeBase):
@@ -146,6 +147,8 @@ class Store:
         config = Config()
         config.set_main_option("script_location", str(MIGRATIONS))
         with self._guard(), self.engine.begin() as conn:
+            if not self.is_sqlite:  # replicas starting together: one migrates, the others wait
+                conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _MIGRATION_LOCK})
             config.attributes["connection"] = conn
             command.upgrade(config, "head")
 
@@ -206,7 +209,7 @@ class Store:
         created = updated = 0
         changed: list[int] = []
         with self._write() as conn:
-            for v in vehicles:
+            for position, v in enumerate(vehicles):
                 query = select(VehicleRow.id, VehicleRow.vin, VehicleRow.current_serial, VehicleRow.valid_until).where(
                     (VehicleRow.vin == v.vin)
                     | ((VehicleRow.plate_type == v.plate_type) & (VehicleRow.plate_number == v.plate_number))
@@ -214,7 +217,9 @@ class Store:
                 # Locked, so a concurrent Issue's new serial and validity are read, not overwritten.
                 existing = conn.execute(query if self.is_sqlite else query.with_for_update()).all()
                 if len(existing) > 1:
-                    raise InvalidArgument("vin", f"VIN {v.vin} and plate {v.plate_number} name two vehicles")
+                    raise InvalidArgument(
+                        f"vehicles[{position}].vin", f"VIN {v.vin} and plate {v.plate_number} name two vehicles"
+                    )
                 values: dict[str, object] = {
                     "plate_type": v.plate_type,
                     "plate_number": v.plate_number,

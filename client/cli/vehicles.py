@@ -32,34 +32,51 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     p.set_defaults(func=set_status)
 
     p = sub.add_parser("revoke-mark", help="revoke one mark by serial")
-    p.add_argument("--serial", required=True, type=int)
+    p.add_argument("--serial", required=True, type=serial_number)
     p.add_argument("--reason", default="")
     add_client_flags(p)
     p.set_defaults(func=revoke_mark)
 
 
+def serial_number(text: str) -> int:
+    """argparse type: a mark serial (1 to 2^63-1), refused by argparse with a usage message otherwise."""
+    value = int(text)
+    if not 0 < value < 2**63:
+        raise ValueError(text)
+    return value
+
+
 def read_csv(path: Path) -> list[tuple[int, rpb.Vehicle]]:
-    """(line number, vehicle) for every data row; a wrong header is refused before anything is sent."""
-    with path.open(newline="", encoding="utf-8-sig") as f:
-        reader = csv.DictReader(f)
-        missing = [c for c in CSV_COLUMNS if c not in (reader.fieldnames or [])]
-        if missing:
-            raise InvalidArgument("file", f"{path}: header lacks {', '.join(missing)} (needs {','.join(CSV_COLUMNS)})")
-        return [
-            (
-                reader.line_num,
-                rpb.Vehicle(
-                    plate_number=row["plate_number"].strip(),
-                    plate_type=row["plate_type"].strip().zfill(2),
-                    vin=row["vin"].strip(),
-                    category=row["category"].strip(),
-                    registered_on=row["registered_on"].strip(),
-                    valid_until=(row["valid_until"] or "").strip(),
-                    status_codes=(row["status"] or "").strip() or "A",
-                ),
-            )
-            for row in reader
-        ]
+    """(line number, vehicle) for every data row; a wrong header or an unreadable file is refused
+    before anything is sent."""
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as f:
+            reader = csv.DictReader(f)
+            missing = [c for c in CSV_COLUMNS if c not in (reader.fieldnames or [])]
+            if missing:
+                raise InvalidArgument(
+                    "file", f"{path}: header lacks {', '.join(missing)} (needs {','.join(CSV_COLUMNS)})"
+                )
+            rows = []
+            for row in reader:
+                cell = {c: (row.get(c) or "").strip() for c in CSV_COLUMNS}  # a short row has None cells
+                vehicle = rpb.Vehicle(
+                    plate_number=cell["plate_number"],
+                    plate_type=cell["plate_type"].zfill(2),
+                    vin=cell["vin"],
+                    category=cell["category"],
+                    registered_on=cell["registered_on"],
+                    valid_until=cell["valid_until"],
+                    status_codes=cell["status"] or "A",
+                )
+                rows.append((reader.line_num, vehicle))
+            return rows
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise InvalidArgument("file", f"cannot read {path} as UTF-8 CSV: {exc}") from None
+
+
+# Registry field names as the CSV calls them.
+_CSV_NAME = {"status_codes": "status"}
 
 
 def import_csv(args: argparse.Namespace) -> int:
@@ -77,7 +94,7 @@ def import_csv(args: argparse.Namespace) -> int:
                     raise
                 line = chunk[int(match[1])][0]
                 raise InvalidArgument(
-                    match[2],
+                    _CSV_NAME.get(match[2], match[2]),
                     f"{args.file} line {line}: {exc.message.split(': ', 1)[-1]}"
                     f" ({created + updated} vehicles before it were imported)",
                 ) from None
