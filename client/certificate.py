@@ -24,11 +24,14 @@ from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from google.protobuf.message import DecodeError
 
 from vimark.client.base45 import b45decode, b45encode
-from vimark.client.domain import PLATE_TYPES, Month, format_month
+from vimark.client.domain import FIRST_YEAR, LAST_YEAR, PLATE_TYPES, Month, china_date, format_month
 from vimark.client.errors import CertificateError
 from vimark.v1 import certificate_pb2
 
 PREFIX = "VM1:"
+EPOCH_DAY = dt.date(1970, 1, 1)
+_FIRST_MONTH, _LAST_MONTH = FIRST_YEAR * 12, LAST_YEAR * 12 + 11
+_LAST_DAY = (dt.date(LAST_YEAR, 12, 31) - EPOCH_DAY).days
 MAX_QR_TEXT_LENGTH = 1024  # refused before decoding; real certificates are 225-241 characters
 SIGNATURE_DOMAIN = b"vimark/v1/mark\x00"
 NONCE_DOMAIN = b"vimark/v1/nonce\x00"
@@ -72,6 +75,7 @@ class CertificateBody:
     reason: int  # IssueReason
     presentation: int  # Presentation
     presentation_expires_at: int = 0  # Unix seconds, live QRs only
+    valid_from_day: int = 0  # days since 1970-01-01: the first day this validity is attested; 0 = issue day
 
     def to_bytes(self) -> bytes:
         return certificate_pb2.CertificateBody(
@@ -84,6 +88,7 @@ class CertificateBody:
             reason=self.reason,  # type: ignore[arg-type]
             presentation=self.presentation,  # type: ignore[arg-type]
             presentation_expires_at=self.presentation_expires_at,
+            valid_from_day=self.valid_from_day,
         ).SerializeToString(deterministic=True)
 
     @classmethod
@@ -98,6 +103,8 @@ class CertificateBody:
             raise MalformedCertificate("certificate body lacks a serial, a plate or a known plate type")
         if message.reason not in IssueReason.values()[1:] or message.presentation not in Presentation.values()[1:]:
             raise MalformedCertificate("certificate body names an unknown issue reason or presentation")
+        if not (_FIRST_MONTH <= message.valid_until_month <= _LAST_MONTH and message.valid_from_day <= _LAST_DAY):
+            raise MalformedCertificate("certificate body has a validity outside the years vimark serves")
         return cls(
             serial=message.serial,
             plate_number=message.plate_number,
@@ -108,6 +115,7 @@ class CertificateBody:
             reason=message.reason,
             presentation=message.presentation,
             presentation_expires_at=message.presentation_expires_at,
+            valid_from_day=message.valid_from_day,
         )
 
     @property
@@ -117,6 +125,13 @@ class CertificateBody:
     @property
     def issued_time(self) -> dt.datetime:
         return dt.datetime.fromtimestamp(self.issued_at, dt.UTC)
+
+    @property
+    def valid_from(self) -> dt.date:
+        """The first day this mark attests validity (the day the validity was granted)."""
+        if self.valid_from_day:
+            return EPOCH_DAY + dt.timedelta(days=self.valid_from_day)
+        return china_date(self.issued_time)
 
 
 @dataclass(frozen=True)

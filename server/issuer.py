@@ -32,6 +32,19 @@ MAX_REQUEST_ID = 64
 MAX_STATION_ID = 32
 
 
+class MarkTerms(Protocol):
+    """What a certificate says of a mark, whether just decided (MarkPlan) or stored (MarkRecord)."""
+
+    @property
+    def valid_until(self) -> int: ...
+    @property
+    def valid_from(self) -> dt.date: ...
+    @property
+    def reason(self) -> int: ...
+    @property
+    def issued_at(self) -> dt.datetime: ...
+
+
 class IssuingStore(Protocol):
     """What issuance needs of the store."""
 
@@ -40,7 +53,7 @@ class IssuingStore(Protocol):
         request_id: str,
         plate_type: str,
         plate_number: str,
-        decide: Callable[[VehicleRecord], MarkPlan],
+        decide: Callable[[VehicleRecord, MarkRecord | None], MarkPlan],
         sign: Callable[[int, VehicleRecord, MarkPlan], tuple[str, int]],
     ) -> tuple[MarkRecord, bool]: ...
 
@@ -124,31 +137,22 @@ class Issuer:
 
     def issue(self, command: IssueCommand) -> tuple[MarkRecord, bool]:
         now = self.clock()
+        today = china_date(now)
 
-        def decide(vehicle: VehicleRecord) -> MarkPlan:
+        def decide(vehicle: VehicleRecord, current: MarkRecord | None) -> MarkPlan:
             if command.vin and command.vin != vehicle.vin:
                 raise InvalidArgument("vin", f"{command.vin} is not the registered VIN of {vehicle.plate_number}")
+            reason = _REASONS[command.reason]
             valid_until = rules.new_valid_until(
-                vehicle.facts(),
-                _REASONS[command.reason],
-                vehicle.valid_until,
-                china_date(now),
-                command.inspected_on,
-                self.config,
+                vehicle.facts(), reason, vehicle.valid_until, today, command.inspected_on, self.config
             )
-            return MarkPlan(valid_until, command.reason, now, command.inspected_on, command.station_id)
+            # A re-issued copy attests the validity from the day it was granted; a new grant from today.
+            carried = reason in rules.REISSUE_REASONS and current is not None and current.valid_until == valid_until
+            valid_from = current.valid_from if carried and current is not None else today
+            return MarkPlan(valid_until, command.reason, now, valid_from, command.inspected_on, command.station_id)
 
         def sign(serial: int, vehicle: VehicleRecord, plan: MarkPlan) -> tuple[str, int]:
-            return self.signer.sign(
-                self.body(
-                    serial,
-                    vehicle,
-                    plan.valid_until,
-                    plan.reason,
-                    plan.issued_at,
-                    cert.Presentation.PRESENTATION_OFFLINE,
-                )
-            )
+            return self.signer.sign(self.body(serial, vehicle, plan, cert.Presentation.PRESENTATION_OFFLINE))
 
         mark, replayed = self.store.issue(command.request_id, command.plate_type, command.plate_number, decide, sign)
         if replayed and (mark.plate_type, mark.plate_number) != (command.plate_type, command.plate_number):
@@ -157,24 +161,19 @@ class Issuer:
 
     @staticmethod
     def body(
-        serial: int,
-        vehicle: VehicleRecord,
-        valid_until: int,
-        reason: int,
-        issued_at: dt.datetime,
-        presentation: int,
-        expires_at: int = 0,
+        serial: int, vehicle: VehicleRecord, terms: MarkTerms, presentation: int, expires_at: int = 0
     ) -> cert.CertificateBody:
         return cert.CertificateBody(
             serial=serial,
             plate_number=vehicle.plate_number,
             plate_type=vehicle.plate_type,
             vin=vehicle.vin,
-            valid_until=valid_until,
-            issued_at=int(issued_at.timestamp()),
-            reason=reason,
+            valid_until=terms.valid_until,
+            issued_at=int(terms.issued_at.timestamp()),
+            reason=terms.reason,
             presentation=presentation,
             presentation_expires_at=expires_at,
+            valid_from_day=(terms.valid_from - cert.EPOCH_DAY).days,
         )
 
     def present(self, mark: MarkRecord, vehicle: VehicleRecord, lifetime: dt.timedelta) -> Presented:
@@ -184,10 +183,7 @@ class Issuer:
         expires = self.clock() + lifetime
 
         def copy(presentation: int, expires_at: int = 0) -> str:
-            body = self.body(
-                mark.serial, vehicle, mark.valid_until, mark.reason, mark.issued_at, presentation, expires_at
-            )
-            return self.signer.sign(body)[0]
+            return self.signer.sign(self.body(mark.serial, vehicle, mark, presentation, expires_at))[0]
 
         return Presented(
             live=copy(cert.Presentation.PRESENTATION_ONLINE, int(expires.timestamp())),

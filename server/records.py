@@ -48,6 +48,7 @@ class MarkRecord:
     valid_until: Month
     reason: int  # IssueReason
     issued_at: dt.datetime
+    valid_from: dt.date  # the first day this validity is attested (see CertificateBody.valid_from_day)
     key_id: int
     qr_text: str
     request_id: str
@@ -70,5 +71,6 @@ class MarkPlan:
     valid_until: Month
     reason: int  # IssueReason
     issued_at: dt.datetime
+    valid_from: dt.date
     inspected_on: dt.date | None = None
     station_id: str = ""

@@ -326,6 +326,10 @@ def _implicit(facts: VehicleFacts, current: Month | None, config: RuleConfig) ->
     return first_due(facts, config) if current is None else current
 
 
+# Re-issues carry the current validity unchanged (R3).
+REISSUE_REASONS = frozenset({IssueReason.TRANSFER, IssueReason.CHANGE, IssueReason.REDOWNLOAD, IssueReason.PAPER_LOST})
+
+
 def new_valid_until(
     facts: VehicleFacts,
     reason: IssueReason,

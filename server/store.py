@@ -83,6 +83,7 @@ class MarkRow(Base):
     valid_until: Mapped[int] = mapped_column(Integer)
     reason: Mapped[int] = mapped_column(Integer)
     issued_at: Mapped[int] = mapped_column(BigInteger)  # Unix seconds
+    valid_from: Mapped[dt.date] = mapped_column(Date)
     inspected_on: Mapped[dt.date | None] = mapped_column(Date, nullable=True)
     station_id: Mapped[str] = mapped_column(String(32), default="")
     key_id: Mapped[int] = mapped_column(Integer)
@@ -288,6 +289,7 @@ class Store:
             valid_until=row.valid_until,
             reason=row.reason,
             issued_at=dt.datetime.fromtimestamp(row.issued_at, dt.UTC),
+            valid_from=row.valid_from,
             key_id=row.key_id,
             qr_text=row.qr_text,
             request_id=row.request_id,
@@ -299,7 +301,7 @@ class Store:
         request_id: str,
         plate_type: str,
         plate_number: str,
-        decide: Callable[[VehicleRecord], MarkPlan],
+        decide: Callable[[VehicleRecord, MarkRecord | None], MarkPlan],
         sign: Callable[[int, VehicleRecord, MarkPlan], tuple[str, int]],
     ) -> tuple[MarkRecord, bool]:
         """Issue in one transaction: decide (rules), insert the mark, sign it, make it current, log.
@@ -313,7 +315,8 @@ class Store:
                 earlier = self._mark_where(conn, MarkRow.request_id == request_id)
                 if earlier is not None:
                     return earlier, True
-                plan = decide(vehicle)
+                current = self._mark_where(conn, MarkRow.serial == vehicle.current_serial)
+                plan = decide(vehicle, current)
                 serial = conn.execute(
                     insert(MarkRow)
                     .values(
@@ -322,6 +325,7 @@ class Store:
                         valid_until=plan.valid_until,
                         reason=plan.reason,
                         issued_at=int(plan.issued_at.timestamp()),
+                        valid_from=plan.valid_from,
                         inspected_on=plan.inspected_on,
                         station_id=plan.station_id,
                         key_id=0,

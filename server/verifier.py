@@ -130,12 +130,12 @@ class Verifier:
             return verdict(
                 Verdict.VERDICT_SUPERSEDED, f"a newer mark ({vehicle.current_serial}) replaces this one", standing
             )
-        # 14. Inspection validity on the judged date. A mark issued after that date cannot show
-        # validity on it (the vehicle may have been overdue and inspected since).
-        if on < china_date(body.issued_time):
+        # 14. Inspection validity on the judged date. Before the validity this mark attests was
+        # granted, it shows nothing (the vehicle may have been overdue and inspected since).
+        if on < body.valid_from:
             return verdict(
-                Verdict.VERDICT_ISSUED_AFTER_DATE,
-                f"this mark was issued after {on}: it cannot show validity then",
+                Verdict.VERDICT_NOT_YET_VALID,
+                f"this mark attests validity from {body.valid_from}, not on {on}",
                 standing,
             )
         if not rules.within_validity(body.valid_until, on):

@@ -334,11 +334,17 @@ def test_blocked_status_shows_even_on_an_expired_live_qr(client: VimarkClient, c
     assert seen.verdict == pb.VERDICT_VEHICLE_BLOCKED and seen.police_alert
 
 
-def test_a_mark_cannot_show_validity_before_it_was_issued(client: VimarkClient) -> None:
+def test_a_mark_attests_validity_from_the_day_it_was_granted(client: VimarkClient, clock: MovableClock) -> None:
     register(client, registered_on="2026-11-02")
-    mark = issue(client, "reg-1")  # issued 2026-11-25
-    assert client.verify(mark.qr_text, at_date="2026-11-25").verdict == pb.VERDICT_VALID
-    assert client.verify(mark.qr_text, at_date="2026-11-24").verdict == pb.VERDICT_ISSUED_AFTER_DATE
+    granted = issue(client, "reg-1")  # granted 2026-11-25
+    assert client.verify(granted.qr_text, at_date="2026-11-25").verdict == pb.VERDICT_VALID
+    assert client.verify(granted.qr_text, at_date="2026-11-24").verdict == pb.VERDICT_NOT_YET_VALID
+    # A copy re-issued a month later still attests the validity from the day it was granted:
+    # an insurer asking about 2026-12-01 gets VALID from the newer copy too.
+    clock.advance(days=30)
+    copy = issue(client, "lost-1", cpb.ISSUE_REASON_PAPER_LOST)
+    assert client.verify(copy.qr_text, at_date="2026-12-01").verdict == pb.VERDICT_VALID
+    assert client.verify(copy.qr_text, at_date="2026-11-24").verdict == pb.VERDICT_NOT_YET_VALID
 
 
 @pytest.mark.parametrize("month", ["6000-01", "0000-01", "1949-12", "2026-00"])

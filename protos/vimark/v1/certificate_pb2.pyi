@@ -36,7 +36,7 @@ PRESENTATION_OFFLINE: Presentation
 PRESENTATION_PRINT: Presentation
 
 class CertificateBody(_message.Message):
-    __slots__ = ("serial", "plate_number", "plate_type", "vin", "valid_until_month", "issued_at", "reason", "presentation", "presentation_expires_at")
+    __slots__ = ("serial", "plate_number", "plate_type", "vin", "valid_until_month", "issued_at", "reason", "presentation", "presentation_expires_at", "valid_from_day")
     SERIAL_FIELD_NUMBER: _ClassVar[int]
     PLATE_NUMBER_FIELD_NUMBER: _ClassVar[int]
     PLATE_TYPE_FIELD_NUMBER: _ClassVar[int]
@@ -46,6 +46,7 @@ class CertificateBody(_message.Message):
     REASON_FIELD_NUMBER: _ClassVar[int]
     PRESENTATION_FIELD_NUMBER: _ClassVar[int]
     PRESENTATION_EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
+    VALID_FROM_DAY_FIELD_NUMBER: _ClassVar[int]
     serial: int
     plate_number: str
     plate_type: int
@@ -55,4 +56,5 @@ class CertificateBody(_message.Message):
     reason: IssueReason
     presentation: Presentation
     presentation_expires_at: int
-    def __init__(self, serial: _Optional[int] = ..., plate_number: _Optional[str] = ..., plate_type: _Optional[int] = ..., vin: _Optional[str] = ..., valid_until_month: _Optional[int] = ..., issued_at: _Optional[int] = ..., reason: _Optional[_Union[IssueReason, str]] = ..., presentation: _Optional[_Union[Presentation, str]] = ..., presentation_expires_at: _Optional[int] = ...) -> None: ...
+    valid_from_day: int
+    def __init__(self, serial: _Optional[int] = ..., plate_number: _Optional[str] = ..., plate_type: _Optional[int] = ..., vin: _Optional[str] = ..., valid_until_month: _Optional[int] = ..., issued_at: _Optional[int] = ..., reason: _Optional[_Union[IssueReason, str]] = ..., presentation: _Optional[_Union[Presentation, str]] = ..., presentation_expires_at: _Optional[int] = ..., valid_from_day: _Optional[int] = ...) -> None: ...

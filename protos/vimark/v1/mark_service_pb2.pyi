@@ -25,7 +25,7 @@ class Verdict(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     VERDICT_PRESENTATION_EXPIRED: _ClassVar[Verdict]
     VERDICT_UNKNOWN_VEHICLE: _ClassVar[Verdict]
     VERDICT_NOT_VALID: _ClassVar[Verdict]
-    VERDICT_ISSUED_AFTER_DATE: _ClassVar[Verdict]
+    VERDICT_NOT_YET_VALID: _ClassVar[Verdict]
 
 class KeyStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -45,7 +45,7 @@ VERDICT_MALFORMED: Verdict
 VERDICT_PRESENTATION_EXPIRED: Verdict
 VERDICT_UNKNOWN_VEHICLE: Verdict
 VERDICT_NOT_VALID: Verdict
-VERDICT_ISSUED_AFTER_DATE: Verdict
+VERDICT_NOT_YET_VALID: Verdict
 KEY_STATUS_UNSPECIFIED: KeyStatus
 KEY_STATUS_ACTIVE: KeyStatus
 KEY_STATUS_RETIRED: KeyStatus

@@ -40,6 +40,7 @@ def upgrade() -> None:
         sa.Column("valid_until", sa.Integer(), nullable=False),
         sa.Column("reason", sa.Integer(), nullable=False),
         sa.Column("issued_at", sa.BigInteger(), nullable=False),
+        sa.Column("valid_from", sa.Date(), nullable=False),
         sa.Column("inspected_on", sa.Date(), nullable=True),
         sa.Column("station_id", sa.String(32), nullable=False),
         sa.Column("key_id", sa.Integer(), nullable=False),
