@@ -7,10 +7,12 @@ from __future__ import annotations
 import datetime as dt
 import importlib.util
 import json
+from dataclasses import replace
 from types import ModuleType
 
 import pytest
 import segno
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from vector_loader import (
@@ -29,6 +31,7 @@ from vector_loader import (
 from vimark.client import certificate as codec
 from vimark.client.base45 import ALPHABET, b45decode, b45encode
 from vimark.client.certificate import (
+    EPOCH_DAY,
     MAX_QR_TEXT_LENGTH,
     PREFIX,
     CertificateBody,
@@ -38,8 +41,10 @@ from vimark.client.certificate import (
     encode,
     signed_message,
 )
+from vimark.client.domain import china_date, parse_month
 from vimark.client.errors import CertificateError
 from vimark.client.trust import RETIRED, RETIREMENT_SKEW, REVOKED, RevokedKey
+from vimark.v1 import certificate_pb2
 
 VECTORS = load_vectors()
 VALID_VECTORS = [v for v in VECTORS if v.valid]
@@ -49,8 +54,9 @@ REQUIRED = {
     "valid_sealed_v1", "valid_clear_v1", "live_online_v1", "largest_nev_plate", "largest_trailer_plate",
     "bitflip_signature", "bitflip_seal", "bitflip_body", "wrong_prefix", "not_base45", "truncated",
     "unknown_signing_key", "unknown_seal_key", "wrong_key_signature", "revoked_key",
-    "stamped_after_retirement", "oversize",
+    "stamped_after_retirement", "oversize", "valid_until_out_of_range", "valid_from_day_huge",
 }  # fmt: skip
+LAST_DAY = (dt.date(2199, 12, 31) - EPOCH_DAY).days  # the last valid_from_day the decoder accepts
 
 
 def qr_version(text: str) -> int:
@@ -252,3 +258,79 @@ def test_decoding_a_valid_body_keeps_every_field() -> None:
     body = load_vector("live_online_v1").body
     assert CertificateBody.from_bytes(body.to_bytes()) == body
     assert body.valid_until_text == "2027-06"
+
+
+# -- the body's form (step 6) ---------------------------------------------------------------------
+@pytest.mark.parametrize("name", ["valid_until_out_of_range", "valid_from_day_huge"])
+def test_a_genuine_signature_does_not_save_a_validity_outside_the_served_years(name: str) -> None:
+    """These vectors are signed and sealed with the test keys: only the form check refuses them."""
+    vector = load_vector(name)
+    body = vector.made_from_body
+    assert body.to_bytes() == vector.made_from_body_bytes
+    assert signed_message(1, vector.made_from_body_bytes) == vector.made_from_signed_message
+    Ed25519PublicKey.from_public_bytes(trust_list().keys[1].public_key).verify(
+        vector.made_from_signature, vector.made_from_signed_message
+    )
+    assert issue(body) == vector.qr_text
+    with pytest.raises(MalformedCertificate, match="outside the years"):
+        CertificateBody.from_bytes(vector.made_from_body_bytes)
+    with pytest.raises(MalformedCertificate, match="outside the years"):
+        trust_list().authenticate(vector.qr_text)
+
+
+@pytest.mark.parametrize(
+    ("changes", "accepted"),
+    [
+        ({"valid_until": parse_month("1950-01")}, True),
+        ({"valid_until": parse_month("2199-12")}, True),
+        ({"valid_until": parse_month("1950-01") - 1}, False),
+        ({"valid_until": parse_month("2199-12") + 1}, False),
+        ({"valid_until": 0}, False),
+        ({"valid_from_day": LAST_DAY}, True),
+        ({"valid_from_day": LAST_DAY + 1}, False),
+    ],
+)
+def test_validity_bounds_are_exact(changes: dict[str, int], accepted: bool) -> None:
+    body = replace(load_vector("valid_sealed_v1").body, **changes)
+    text = issue(body)
+    if accepted:
+        assert trust_list().authenticate(text).body == body
+    else:
+        with pytest.raises(MalformedCertificate, match="outside the years"):
+            trust_list().authenticate(text)
+
+
+@pytest.mark.parametrize(("field", "value"), [("reason", 0), ("reason", 8), ("presentation", 0), ("presentation", 4)])
+def test_an_unknown_issue_reason_or_presentation_is_malformed(field: str, value: int) -> None:
+    body = replace(load_vector("valid_sealed_v1").body, **{field: value})
+    with pytest.raises(MalformedCertificate, match="unknown issue reason or presentation"):
+        trust_list().authenticate(issue(body))
+
+
+# -- valid_from -------------------------------------------------------------------------------------
+def test_valid_from_is_the_encoded_day() -> None:
+    body = load_vector("largest_nev_plate").body
+    assert body.valid_from_day == (dt.date(2026, 6, 18) - EPOCH_DAY).days
+    assert body.valid_from == dt.date(2026, 6, 18)
+    assert replace(body, valid_from_day=1).valid_from == dt.date(1970, 1, 2)
+    assert replace(body, valid_from_day=LAST_DAY).valid_from == dt.date(2199, 12, 31)
+
+
+def test_valid_from_zero_is_the_issue_day_in_china() -> None:
+    # 16:30 UTC on 2026-11-24 is 00:30 on 2026-11-25 in China: the China date, not the UTC date.
+    late_evening_utc = int(dt.datetime(2026, 11, 24, 16, 30, tzinfo=dt.UTC).timestamp())
+    body = replace(load_vector("valid_sealed_v1").body, issued_at=late_evening_utc, valid_from_day=0)
+    assert body.valid_from == dt.date(2026, 11, 25)
+    # 0 is not written (a body from before field 10 looks the same) and decodes to the same day.
+    on_the_wire = certificate_pb2.CertificateBody.FromString(body.to_bytes())
+    assert "valid_from_day" not in {f.name for f, _ in on_the_wire.ListFields()}
+    assert CertificateBody.from_bytes(body.to_bytes()).valid_from == dt.date(2026, 11, 25)
+
+
+@pytest.mark.parametrize("vector", VALID_VECTORS, ids=lambda v: v.name)
+def test_every_valid_vector_attests_validity_from_a_day_no_later_than_its_issue(vector: Vector) -> None:
+    body = vector.body
+    assert body.valid_from_day  # issuers always write the field
+    assert body.valid_from <= china_date(body.issued_time)
+    if body.reason == codec.IssueReason.ISSUE_REASON_INSPECTION_PASSED:
+        assert body.valid_from == china_date(body.issued_time)  # a fresh grant: the issue day

@@ -95,6 +95,23 @@ class Vector:
     def qr_version_m(self) -> int:
         return int(self.raw["sizes"]["qr_version_m"])
 
+    # For invalid vectors made from a signed body: that body and its signature, as recorded.
+    @property
+    def made_from_body(self) -> CertificateBody:
+        return CertificateBody(**self.raw["made_from"]["body"])
+
+    @property
+    def made_from_body_bytes(self) -> bytes:
+        return bytes.fromhex(self.raw["made_from"]["body_hex"])
+
+    @property
+    def made_from_signed_message(self) -> bytes:
+        return bytes.fromhex(self.raw["made_from"]["signed_message_hex"])
+
+    @property
+    def made_from_signature(self) -> bytes:
+        return bytes.fromhex(self.raw["made_from"]["signature_hex"])
+
 
 def _read(path: Path) -> dict[str, Any]:
     data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
