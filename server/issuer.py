@@ -14,7 +14,7 @@ from typing import Protocol
 
 from vimark.client import certificate as cert
 from vimark.client.domain import Clock, china_date, parse_date, parse_plate_number, parse_plate_type, parse_vin
-from vimark.client.errors import InvalidArgument
+from vimark.client.errors import InvalidArgument, RuleViolation
 from vimark.server import rules
 from vimark.server.keys import KeyRing
 from vimark.server.records import MarkPlan, MarkRecord, VehicleRecord
@@ -143,12 +143,22 @@ class Issuer:
             if command.vin and command.vin != vehicle.vin:
                 raise InvalidArgument("vin", f"{command.vin} is not the registered VIN of {vehicle.plate_number}")
             reason = _REASONS[command.reason]
+            live = current if current is not None and not current.revoked else None
+            if reason in rules.REISSUE_REASONS and current is not None and live is None:
+                raise RuleViolation(
+                    f"mark {current.serial} was revoked: a new validity needs an inspection or exemption",
+                    reason="MARK_REVOKED",
+                )
             valid_until = rules.new_valid_until(
                 vehicle.facts(), reason, vehicle.valid_until, today, command.inspected_on, self.config
             )
-            # A re-issued copy attests the validity from the day it was granted; a new grant from today.
-            carried = reason in rules.REISSUE_REASONS and current is not None and current.valid_until == valid_until
-            valid_from = current.valid_from if carried and current is not None else today
+            # The validity this mark attests began when it was granted: an unbroken validity (a copy,
+            # or a renewal before the old one ended) keeps its start; otherwise it starts now (or on
+            # the inspection day).
+            if live is not None and rules.within_validity(live.valid_until, today):
+                valid_from = live.valid_from
+            else:
+                valid_from = command.inspected_on or today
             return MarkPlan(valid_until, command.reason, now, valid_from, command.inspected_on, command.station_id)
 
         def sign(serial: int, vehicle: VehicleRecord, plan: MarkPlan) -> tuple[str, int]:

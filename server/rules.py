@@ -259,7 +259,9 @@ def overdue_cycles(
     if not overdue(facts, valid_until, today, config):
         return 0
     this_month = month_of(today)
-    ended = first_due(facts, config) if valid_until is None else valid_until
+    # Whole cycles sit on the grid: an off-grid validity (imported data) ends its partial cycle at
+    # the first grid due month at or after it.
+    ended = first_due(facts, config) if valid_until is None else next_grid_due_after(facts, valid_until - 1, config)
     cycles = 0
     for due in grid(facts, config):
         if due >= this_month:  # month_end(due) < today  <=>  due < month_of(today)

@@ -37,6 +37,7 @@ from sqlalchemy import (
     insert,
     select,
     text,
+    tuple_,
     update,
 )
 from sqlalchemy.engine import Connection
@@ -51,6 +52,13 @@ from vimark.server.records import Change, MarkPlan, MarkRecord, VehicleRecord
 _Id = BigInteger().with_variant(Integer, "sqlite")
 _CHANGE_LOG_LOCK = 0x76696D61  # "vima": the advisory lock that orders change-log ids on PostgreSQL
 _MIGRATION_LOCK = 0x76696D6D  # "vimm": serialises schema migrations of servers starting together
+
+
+_CONFLICT_STATES = {"40P01", "40001"}  # PostgreSQL: deadlock detected, serialization failure
+
+
+class _Conflict(Unavailable):
+    """A transaction lost a race with another writer; running it again is safe."""
 
 
 class Base(DeclarativeBase):
@@ -163,6 +171,8 @@ class Store:
         try:
             yield
         except OperationalError as exc:
+            if getattr(exc.orig, "sqlstate", None) in _CONFLICT_STATES:
+                raise _Conflict(f"concurrent writers collided: {exc.orig}") from exc
             raise Unavailable(f"database unavailable: {exc.orig}") from exc
 
     @contextmanager
@@ -201,8 +211,9 @@ class Store:
         for _ in range(3):
             try:
                 return self._upsert_vehicles(vehicles)
-            except IntegrityError:
-                # A concurrent batch inserted one of these vehicles first; run again and update it.
+            except (IntegrityError, _Conflict):
+                # A concurrent batch inserted one of these vehicles first, or the two batches met
+                # as new rows in opposite orders: run again (existing rows are locked in id order).
                 continue
         raise Unavailable("concurrent registry updates kept colliding on the same vehicles; retry")
 
@@ -210,6 +221,17 @@ class Store:
         created = updated = 0
         changed: list[int] = []
         with self._write() as conn:
+            if not self.is_sqlite:  # lock the batch's existing rows in one order: batches never deadlock
+                plates = [(v.plate_type, v.plate_number) for v in vehicles]
+                conn.execute(
+                    select(VehicleRow.id)
+                    .where(
+                        VehicleRow.vin.in_([v.vin for v in vehicles])
+                        | tuple_(VehicleRow.plate_type, VehicleRow.plate_number).in_(plates)
+                    )
+                    .order_by(VehicleRow.id)
+                    .with_for_update()
+                )
             for position, v in enumerate(vehicles):
                 query = select(VehicleRow.id, VehicleRow.vin, VehicleRow.current_serial, VehicleRow.valid_until).where(
                     (VehicleRow.vin == v.vin)

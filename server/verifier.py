@@ -51,11 +51,14 @@ class VehicleStanding:
     @classmethod
     def of(cls, vehicle: VehicleRecord, on: dt.date, config: rules.RuleConfig) -> VehicleStanding:
         facts = vehicle.facts()
-        within = rules.within_validity(vehicle.valid_until, on)
+        # A vehicle with no recorded validity is within its implicit first validity until its first
+        # due month has ended (rules.overdue): a new car is not fined for having no mark yet.
+        overdue = rules.overdue(facts, vehicle.valid_until, on, config)
         cycles = rules.overdue_cycles(facts, vehicle.valid_until, on, config)
         letters = status_letters(vehicle.status_bits)
-        if rules.overdue(facts, vehicle.valid_until, on, config):
+        if overdue:
             letters = ("" if letters == "A" else letters) + "Q"
+        within = not overdue
         return cls(vehicle, within, cycles, letters)
 
     @property

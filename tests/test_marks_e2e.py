@@ -413,3 +413,31 @@ def test_png_and_pdf_copies_decode_and_verify(client: VimarkClient, tmp_path: Pa
     for scanned in (decode_image(tmp_path / "mark.png"), decode_pil(page)):
         assert scanned == mark.qr_text
         assert client.verify(scanned).verdict == pb.VERDICT_VALID
+
+
+def test_a_revoked_mark_is_not_reissued(client: VimarkClient) -> None:
+    register(client, registered_on="2026-11-02")
+    mark = issue(client, "reg-1")
+    client.revoke_mark(mark.serial, "issued in error")
+    with pytest.raises(RuleViolation) as refused:
+        issue(client, "redl-1", cpb.ISSUE_REASON_REDOWNLOAD)
+    assert refused.value.reason == "MARK_REVOKED"
+
+
+def test_an_early_renewal_keeps_attesting_the_unbroken_validity(client: VimarkClient, clock: MovableClock) -> None:
+    register(client, registered_on="2024-12-10", valid_until="2026-12")
+    first = issue(client, "redl-1", cpb.ISSUE_REASON_REDOWNLOAD)  # 2026-11-25: validity attested from today
+    clock.advance(days=10)  # 2026-12-05: exempt at age 2, inside the window, before the old validity ends
+    renewed = issue(client, "exempt-1", cpb.ISSUE_REASON_EXEMPTION)
+    assert renewed.valid_until == "2028-12"
+    assert client.verify(renewed.qr_text, at_date="2026-11-28").verdict == pb.VERDICT_VALID
+    assert client.verify(first.qr_text, at_date="2026-11-28").verdict == pb.VERDICT_SUPERSEDED
+
+
+def test_a_new_car_without_a_mark_is_within_its_first_validity(client: VimarkClient) -> None:
+    register(client, registered_on="2026-10-01")  # first lane test due 2028-10
+    status = client.lookup(**PLATE)
+    assert status.within_validity and status.valid_until == "" and [s.code for s in status.status_codes] == ["A"]
+    register(client, plate_number="闽C54321", vin="LSVAB2BJ5KN000002", registered_on="2020-01-15")
+    old = client.lookup(plate_number="闽C54321", plate_type="02")  # first due 2022-01 long past, never marked
+    assert not old.within_validity and "Q" in [s.code for s in old.status_codes]

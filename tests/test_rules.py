@@ -373,9 +373,14 @@ OVERDUE = [
     pytest.param(SMALL_2021, None, D(2023, 3, 31), 0, id="none-before-first-due"),
     pytest.param(SMALL_2021, None, D(2023, 4, 1), 0, id="none-first-due-ended-0"),
     pytest.param(SMALL_2021, None, D(2027, 4, 1), 2, id="none-2025-and-2027-ended-2"),
-    # an off-grid valid_until (imported data): the next grid due closes the first cycle
+    # an off-grid valid_until (imported data): the partial cycle runs to the next grid due month,
+    # whole cycles follow the grid (2025-04 -> 2027-03 partial; 2027-03 -> 2029-03 the first whole)
     pytest.param(SMALL_2021, m("2025-04"), D(2025, 5, 1), 0, id="off-grid-0"),
-    pytest.param(SMALL_2021, m("2025-04"), D(2027, 4, 1), 1, id="off-grid-then-grid-1"),
+    pytest.param(SMALL_2021, m("2025-04"), D(2027, 4, 1), 0, id="off-grid-partial-cycle-0"),
+    pytest.param(SMALL_2021, m("2025-04"), D(2029, 4, 1), 1, id="off-grid-first-whole-cycle-1"),
+    # ending a month before a grid due month: 2025-02 -> 2025-03 partial, then 2027-03 and 2029-03
+    pytest.param(SMALL_2021, m("2025-02"), D(2025, 4, 1), 0, id="just-before-grid-0"),
+    pytest.param(SMALL_2021, m("2025-02"), D(2029, 4, 1), 2, id="just-before-grid-2"),
 ]
 
 

@@ -3,6 +3,7 @@ matching the models, SDK retries, concurrent retries of one Issue."""
 
 from __future__ import annotations
 
+import datetime as dt
 import threading
 from concurrent import futures
 from pathlib import Path
@@ -14,8 +15,10 @@ from alembic.migration import MigrationContext
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from conftest import MovableClock, start_server, vehicle
+from vimark.client.domain import VehicleCategory
 from vimark.client.sdk import VimarkClient
 from vimark.server.app import ServerConfig, VimarkServer
+from vimark.server.records import VehicleRecord
 from vimark.server.store import Base, Store
 from vimark.v1 import certificate_pb2 as cpb
 from vimark.v1 import mark_service_pb2 as pb
@@ -124,3 +127,42 @@ def test_concurrent_retries_of_one_request_make_one_mark(db_url: str, keys_dir: 
     finally:
         one.stop(grace=1)
         two.stop(grace=1)
+
+
+def test_registry_batches_in_opposite_orders_do_not_deadlock(db_url: str) -> None:
+    store = Store(db_url)
+    try:
+        batch = [
+            VehicleRecord(
+                0,
+                "02",
+                f"闽C{i:05d}",
+                f"LSVAB2BJ5KN{i:06d}",
+                VehicleCategory.SMALL_PASSENGER,
+                dt.date(2024, 1, 1),
+                5,
+                False,
+                0,
+                None,
+                0,
+            )
+            for i in range(40)
+        ]
+        store.upsert_vehicles(batch[:20])  # half exist, half are new to the racing batches
+        errors: list[Exception] = []
+
+        def work(reverse: bool) -> None:
+            for _ in range(15):
+                try:
+                    store.upsert_vehicles(list(reversed(batch)) if reverse else batch)
+                except BaseException as exc:
+                    errors.append(exc)
+
+        threads = [threading.Thread(target=work, args=(k % 2 == 1,)) for k in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert errors == [] and store.count_vehicles() == 40
+    finally:
+        store.close()
