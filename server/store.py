@@ -237,7 +237,8 @@ class Store:
                     (VehicleRow.vin == v.vin)
                     | ((VehicleRow.plate_type == v.plate_type) & (VehicleRow.plate_number == v.plate_number))
                 )
-                # Locked, so a concurrent Issue's new serial and validity are read, not overwritten.
+                # Locked (again, or for the first time if a concurrent batch created it after the lock
+                # above), so a concurrent Issue's new serial and validity are read, not overwritten.
                 existing = conn.execute(query if self.is_sqlite else query.with_for_update()).all()
                 if len(existing) > 1:
                     raise InvalidArgument(
