@@ -206,8 +206,8 @@ def test_metrics_are_scraped(served: Served) -> None:
 
 
 def test_sigterm_drains_then_exits(served: Served) -> None:
-    """Last in this module: it stops the server. Calls in flight at SIGTERM finish OK; later ones
-    are refused as UNAVAILABLE, never cut off with another code."""
+    """Last in this module: it stops the server. Calls in flight at SIGTERM finish OK; the first call
+    that arrives once draining has begun is refused, and nothing OK comes after it."""
     codes: list[grpc.StatusCode] = []
     qr = str(served.cli_json("present", "--plate-number", "京A00000", "--plate-type", "02")["download_qr_text"])
 
@@ -223,8 +223,7 @@ def test_sigterm_drains_then_exits(served: Served) -> None:
                     codes.append(grpc.StatusCode.OK)
                 except grpc.RpcError as exc:
                     codes.append(exc.code())  # type: ignore[attr-defined]
-                    if exc.code() == grpc.StatusCode.UNAVAILABLE:  # type: ignore[attr-defined]
-                        return
+                    return
 
     worker = threading.Thread(target=stream)
     worker.start()
@@ -232,5 +231,10 @@ def test_sigterm_drains_then_exits(served: Served) -> None:
     served.process.send_signal(signal.SIGTERM)
     assert served.process.wait(timeout=30) == 0
     worker.join(timeout=30)
-    assert grpc.StatusCode.OK in codes
-    assert set(codes) <= {grpc.StatusCode.OK, grpc.StatusCode.UNAVAILABLE}, codes
+    *answered, refused = codes
+    assert answered and set(answered) == {grpc.StatusCode.OK}, codes
+    # A call racing the server's close is refused by gRPC core itself: UNAVAILABLE when the client
+    # saw the GOAWAY first, CANCELLED when the call reached the server as it shut its queue. Either
+    # way it was never processed; a call cut off mid-way by an expired grace period cannot be here,
+    # since every earlier call finished OK and each takes well under the 10 s grace.
+    assert refused in {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED}, codes
