@@ -57,3 +57,19 @@ class PermissionDenied(VimarkError):
     """The caller's role may not make this call."""
 
     reason = "PERMISSION_DENIED"
+
+
+class Unauthenticated(VimarkError):
+    """No valid client certificate: none was presented, it names no vimark role, or it is revoked."""
+
+    reason = "UNAUTHENTICATED"
+
+
+class ResourceExhausted(VimarkError):
+    """The caller is over its rate limit (or the server over its capacity); retry after `retry_after` s."""
+
+    reason = "RATE_LIMITED"
+
+    def __init__(self, message: str, *, retry_after: float, reason: str | None = None) -> None:
+        super().__init__(message, reason=reason)
+        self.retry_after = retry_after

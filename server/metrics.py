@@ -36,3 +36,31 @@ class Metrics:
             "Seconds since the index last caught up with the change log",
             registry=self.registry,
         )
+        self.index_checksum = Gauge(
+            "vimark_index_checksum",
+            "Checksum of the validity index's contents (equal on every replica that holds the same data)",
+            registry=self.registry,
+        )
+        self.audit_backlog = Gauge(
+            "vimark_audit_backlog", "Audit events accepted but not yet written to the database", registry=self.registry
+        )
+        self.audit_written = Counter(
+            "vimark_audit_written", "Audit events written to the database", registry=self.registry
+        )
+        self.audit_dropped = Counter(
+            "vimark_audit_dropped",
+            "Audit events lost because the backlog was full while the database was down",
+            registry=self.registry,
+        )
+        self.rate_limited = Counter(
+            "vimark_rate_limited",
+            "Calls refused with RESOURCE_EXHAUSTED by the per-caller rate limit, by role",
+            ["role"],
+            registry=self.registry,
+        )
+        self.signature_batch_size = Histogram(
+            "vimark_signature_batch_size",
+            "Signatures checked together by the verification engine",
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 1000),
+            registry=self.registry,
+        )
