@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from google.protobuf.message import DecodeError
 
 from vimark.client.base45 import b45decode, b45encode
-from vimark.client.domain import FIRST_YEAR, LAST_YEAR, PLATE_TYPES, Month, china_date, format_month
+from vimark.client.domain import CHINA_TIME, FIRST_YEAR, LAST_YEAR, PLATE_TYPES, Month, china_date, format_month
 from vimark.client.errors import CertificateError
 from vimark.v1 import certificate_pb2
 
@@ -32,6 +32,9 @@ PREFIX = "VM1:"
 EPOCH_DAY = dt.date(1970, 1, 1)
 _FIRST_MONTH, _LAST_MONTH = FIRST_YEAR * 12, LAST_YEAR * 12 + 11
 _LAST_DAY = (dt.date(LAST_YEAR, 12, 31) - EPOCH_DAY).days
+# issued_at must be an instant in those years (China time), so issued_time and valid_from always exist.
+_FIRST_INSTANT = int(dt.datetime(FIRST_YEAR, 1, 1, tzinfo=CHINA_TIME).timestamp())
+_LAST_INSTANT = int(dt.datetime(LAST_YEAR + 1, 1, 1, tzinfo=CHINA_TIME).timestamp()) - 1
 MAX_QR_TEXT_LENGTH = 1024  # refused before decoding; real certificates are 231-247 characters
 SIGNATURE_DOMAIN = b"vimark/v1/mark\x00"
 NONCE_DOMAIN = b"vimark/v1/nonce\x00"
@@ -103,7 +106,11 @@ class CertificateBody:
             raise MalformedCertificate("certificate body lacks a serial, a plate or a known plate type")
         if message.reason not in IssueReason.values()[1:] or message.presentation not in Presentation.values()[1:]:
             raise MalformedCertificate("certificate body names an unknown issue reason or presentation")
-        if not (_FIRST_MONTH <= message.valid_until_month <= _LAST_MONTH and message.valid_from_day <= _LAST_DAY):
+        if not (
+            _FIRST_MONTH <= message.valid_until_month <= _LAST_MONTH
+            and message.valid_from_day <= _LAST_DAY
+            and _FIRST_INSTANT <= message.issued_at <= _LAST_INSTANT
+        ):
             raise MalformedCertificate("certificate body has a validity outside the years vimark serves")
         return cls(
             serial=message.serial,

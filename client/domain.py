@@ -194,9 +194,13 @@ def parse_month(text: str, field: str = "valid_until") -> Month:
     return int(match[1]) * 12 + int(match[2]) - 1
 
 
+_ISO_DAY = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+
+
 def parse_date(text: str, field: str) -> dt.date:
     try:
-        day = dt.date.fromisoformat(text) if len(text) == 10 else None
+        # fromisoformat alone would also take ISO week dates such as 2026-W48-3.
+        day = dt.date.fromisoformat(text) if _ISO_DAY.fullmatch(text) else None
     except ValueError:
         day = None
     if day is None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any, TypeVar
 
 import grpc
@@ -20,7 +21,16 @@ from google.protobuf.message import Message
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
-from vimark.client.errors import InvalidArgument, NotFound, PermissionDenied, RuleViolation, Unavailable, VimarkError
+from vimark.client.errors import (
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    ResourceExhausted,
+    RuleViolation,
+    Unauthenticated,
+    Unavailable,
+    VimarkError,
+)
 from vimark.v1 import mark_service_pb2 as pb
 from vimark.v1 import mark_service_pb2_grpc as pb_grpc
 from vimark.v1 import registry_service_pb2 as rpb
@@ -48,13 +58,16 @@ def error_from_rpc(error: grpc.RpcError) -> VimarkError:
     """Turn a gRPC failure back into the typed error the server raised."""
     code = error.code() if isinstance(error, grpc.Call) else grpc.StatusCode.UNKNOWN
     message = (error.details() if isinstance(error, grpc.Call) else None) or str(error)
-    reason, field = "", ""
+    reason, field, retry_after = "", "", 1.0
     status = rpc_status.from_call(error) if isinstance(error, grpc.Call) else None
     details: list[Any] = list(status.details) if status else []
     for detail in details:
         info = error_details_pb2.ErrorInfo()
+        retry = error_details_pb2.RetryInfo()
         if detail.Unpack(info):
             reason, field = info.reason, info.metadata.get("field", "")
+        elif detail.Unpack(retry) and retry.HasField("retry_delay"):
+            retry_after = max(0.0, retry.retry_delay.ToTimedelta().total_seconds())
     if code == grpc.StatusCode.INVALID_ARGUMENT:
         return InvalidArgument(field or "request", message.split(": ", 1)[-1] if field else message)
     if code == grpc.StatusCode.FAILED_PRECONDITION:
@@ -63,9 +76,34 @@ def error_from_rpc(error: grpc.RpcError) -> VimarkError:
         return NotFound(message)
     if code == grpc.StatusCode.PERMISSION_DENIED:
         return PermissionDenied(message)
+    if code == grpc.StatusCode.UNAUTHENTICATED:
+        return Unauthenticated(message)
+    if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
+        return ResourceExhausted(message, retry_after=retry_after, reason=reason or None)
     if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
         return Unavailable(f"{code.name.lower()}: {message}")
     return VimarkError(f"{code.name}: {message}", reason=reason or code.name)
+
+
+def tls_credentials(ca: Path, cert: Path | None = None, key: Path | None = None) -> grpc.ChannelCredentials:
+    """TLS that trusts the server certificates `ca` signed and, given `cert` and `key`, presents
+    that client certificate (a vimark server requires one; it names the caller's role)."""
+    if (cert is None) != (key is None):
+        raise VimarkError("a client certificate needs both its certificate and its key file", reason="TLS_FILES")
+    root = _read_pem(ca)
+    chain = _read_pem(cert) if cert is not None else None
+    private = _read_pem(key) if key is not None else None
+    return grpc.ssl_channel_credentials(root_certificates=root, private_key=private, certificate_chain=chain)
+
+
+def _read_pem(path: Path) -> bytes:
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise VimarkError(f"cannot read the TLS file {path}: {exc.strerror or exc}", reason="TLS_FILES") from None
+    if b"-----BEGIN " not in data:
+        raise VimarkError(f"the TLS file {path} is not PEM", reason="TLS_FILES")
+    return data
 
 
 class VimarkClient:

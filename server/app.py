@@ -14,10 +14,11 @@ import ipaddress
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent import futures
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -27,10 +28,13 @@ from prometheus_client import start_http_server
 from vimark.client.domain import Clock, system_clock
 from vimark.client.errors import Unavailable, VimarkError
 from vimark.server import rules
+from vimark.server.audit import AuditLog
+from vimark.server.auth import Authenticator, CertificateAuth, DevAuth, server_credentials
 from vimark.server.demo import seed_demo
 from vimark.server.index import ValidityIndex
 from vimark.server.issuer import Issuer
 from vimark.server.keys import KeyDirectory
+from vimark.server.limits import DEFAULT_RATES, Rate, RateLimiter
 from vimark.server.metrics import Metrics
 from vimark.server.service import MarkService, RegistryService
 from vimark.server.store import Store
@@ -50,12 +54,29 @@ SERVICE_NAMES = (
 )
 
 
+@dataclass(frozen=True)
+class TlsConfig:
+    cert: Path  # the server's certificate chain (PEM)
+    key: Path  # its private key
+    client_ca: Path  # the CA that signs callers' certificates
+    crl: Path | None = None  # revoked caller certificates (re-read when it changes); default: crl.pem beside client_ca
+
+    @property
+    def crl_path(self) -> Path:
+        return self.crl or self.client_ca.with_name("crl.pem")
+
+
 @dataclass
 class ServerConfig:
     db_url: str = "sqlite:///vimark.db"
     keys_dir: Path = Path("vimark-keys")
     listen: str = "127.0.0.1:50051"
-    dev_role: Role = Role.POLICE  # development mode: every caller has this role
+    tls: TlsConfig | None = None  # None: development mode (plaintext, loopback only)
+    # Development mode: every caller has this role; None lets it call every RPC with the full view.
+    dev_role: Role | None = None
+    rate_limits: Mapping[Role, Rate] = field(default_factory=lambda: dict(DEFAULT_RATES))  # per caller, TLS only
+    max_concurrent_rpcs: int = 512  # beyond this gRPC answers RESOURCE_EXHAUSTED at once
+    reuse_port: bool = False  # True for `serve --workers N`: N processes share the port
     metrics_port: int = 0  # 0: no metrics endpoint
     presentation_lifetime: dt.timedelta = dt.timedelta(minutes=3)
     poll_interval: float = 0.2  # seconds between change-log polls
@@ -64,16 +85,6 @@ class ServerConfig:
     shutdown_delay: float = 0.0  # seconds between NOT_SERVING and draining, for balancers to notice
     clock: Clock = system_clock
     rule_config: rules.RuleConfig = field(default_factory=rules.RuleConfig)
-
-
-class DevCaller:
-    """Development mode: no TLS, so every caller gets the role fixed at start."""
-
-    def __init__(self, role: Role) -> None:
-        self._role = role
-
-    def role(self, context: grpc.ServicerContext) -> Role:
-        return self._role
 
 
 def require_loopback(listen: str) -> None:
@@ -90,36 +101,83 @@ def require_loopback(listen: str) -> None:
         )
 
 
+def prepare_store(config: ServerConfig) -> None:
+    """Seed the demo vehicles once, before worker processes start. Without a demo nothing here needs
+    the database: each worker migrates and loads in the background, so they can start while it is down."""
+    store = Store(config.db_url, migrate=False)
+    try:
+        if config.demo_vehicles:
+            store.migrate()
+            keys = KeyWatcher(KeyDirectory(config.keys_dir, config.clock))
+            issuer = Issuer(store, keys.signer, config.clock, config.rule_config)
+            log.info("demo: %s", seed_demo(store, issuer, config.demo_vehicles, config.clock))
+    finally:
+        store.close()
+
+
+class Readiness(Protocol):
+    """Whether the processes serving one port are ready (just this one, unless it has sibling workers)."""
+
+    def mark_ready(self) -> None: ...
+    def all_ready(self) -> bool: ...
+
+
+class AloneReadiness:
+    def __init__(self) -> None:
+        self._ready = False
+
+    def mark_ready(self) -> None:
+        self._ready = True
+
+    def all_ready(self) -> bool:
+        return self._ready
+
+
 class VimarkServer:
-    def __init__(self, config: ServerConfig) -> None:
-        require_loopback(config.listen)
+    def __init__(self, config: ServerConfig, readiness: Readiness | None = None) -> None:
+        if config.tls is None:
+            require_loopback(config.listen)
         self.config = config
+        self.readiness = readiness or AloneReadiness()
         self.metrics = Metrics()
-        self.store = Store(config.db_url)
+        # Migrated in the background with the index load: a server started while the database
+        # is down waits, NOT_SERVING, instead of failing.
+        self.store = Store(config.db_url, migrate=False)
         self.keys = KeyWatcher(KeyDirectory(config.keys_dir, config.clock))
         self.index = ValidityIndex()
         self.sync = IndexSync(self.store, self.index, self.metrics)
         self.issuer = Issuer(self.store, self.keys.signer, config.clock, config.rule_config)
         self.verifier = Verifier(self.index, self.keys, config.clock, config.rule_config)
+        self.audit = AuditLog(self.store, self.metrics)
         self.health = health.HealthServicer()
         self._stop = threading.Event()
+        self._stopping = threading.Event()
         self._threads: list[threading.Thread] = []
         self.server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=config.max_workers, thread_name_prefix="vimark-rpc"),
             options=[
                 ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
                 ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-                # One server per port: a second `vimark serve` on a taken port must fail, not
-                # silently share the traffic (gRPC sets SO_REUSEPORT by default).
-                ("grpc.so_reuseport", 0),
+                # One server per port unless its workers share it on purpose: a second `vimark serve`
+                # on a taken port must fail, not silently share the traffic (gRPC's default is to share).
+                ("grpc.so_reuseport", int(config.reuse_port)),
             ],
+            maximum_concurrent_rpcs=config.max_concurrent_rpcs,
         )
-        caller = DevCaller(config.dev_role)
+        auth: Authenticator
+        limiter = None
+        if config.tls is None:
+            auth = DevAuth(config.dev_role)
+        else:
+            auth = CertificateAuth(config.tls.crl_path, client_ca=config.tls.client_ca)
+            limiter = RateLimiter(config.rate_limits)
         mark_service_pb2_grpc.add_MarkServiceServicer_to_server(
             MarkService(
                 self.metrics,
                 self.sync,
-                caller,
+                auth,
+                limiter,
+                audit=self.audit,
                 store=self.store,
                 index=self.index,
                 issuer=self.issuer,
@@ -130,7 +188,7 @@ class VimarkServer:
             self.server,
         )
         registry_service_pb2_grpc.add_RegistryServiceServicer_to_server(
-            RegistryService(self.metrics, self.sync, caller, store=self.store), self.server
+            RegistryService(self.metrics, self.sync, auth, limiter, store=self.store), self.server
         )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection(
@@ -138,7 +196,11 @@ class VimarkServer:
             self.server,
         )
         self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
-        self.port = self.server.add_insecure_port(config.listen)
+        if config.tls is None:
+            self.port = self.server.add_insecure_port(config.listen)
+        else:
+            tls = config.tls
+            self.port = self.server.add_secure_port(config.listen, server_credentials(tls.cert, tls.key, tls.client_ca))
         if self.port == 0:
             raise VimarkError(f"cannot listen on {config.listen}", reason="LISTEN_FAILED")
         self.metrics_port = 0
@@ -157,6 +219,7 @@ class VimarkServer:
                 ) from None
             self.metrics_port = http.server_port
             self._http = http
+        self.audit.start()
         self.server.start()
         self._spawn(self._load_then_tail, "vimark-index")
 
@@ -168,6 +231,7 @@ class VimarkServer:
     def _load_then_tail(self) -> None:
         while not self._stop.is_set():
             try:
+                self.store.migrate()
                 if self.config.demo_vehicles:  # seeded while health says NOT_SERVING
                     log.info(
                         "demo: %s", seed_demo(self.store, self.issuer, self.config.demo_vehicles, self.config.clock)
@@ -179,9 +243,19 @@ class VimarkServer:
                 self._stop.wait(1.0)
         if self._stop.is_set():
             return
-        self._set_health(health_pb2.HealthCheckResponse.SERVING)
-        log.info("SERVING")
-        while not self._stop.wait(self.config.poll_interval):
+        self.readiness.mark_ready()
+        serving = False
+        while True:
+            # Health says SERVING only while every worker sharing the port is ready, and not once
+            # stop() has begun (it said NOT_SERVING so that balancers move away first).
+            if serving != self.readiness.all_ready() and not self._stopping.is_set():
+                serving = not serving
+                self._set_health(
+                    health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
+                )
+                log.info("SERVING" if serving else "NOT_SERVING: a worker sharing the port is not ready")
+            if self._stop.wait(self.config.poll_interval):
+                return
             try:
                 self.keys.refresh()  # apart from the database: a revocation must land even while it is down
             except Exception as exc:
@@ -203,12 +277,14 @@ class VimarkServer:
 
     def stop(self, grace: float = 10.0) -> None:
         """NOT_SERVING first (balancers stop sending), then drain in-flight calls, then close."""
+        self._stopping.set()
         self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
         time.sleep(self.config.shutdown_delay)
         self._stop.set()
         self.server.stop(grace).wait()
         for thread in self._threads:
             thread.join(timeout=5)
+        self.audit.close()  # what drained calls recorded is written before the store closes
         if getattr(self, "_http", None) is not None:
             self._http.shutdown()
         self.store.close()

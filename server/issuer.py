@@ -55,7 +55,17 @@ class IssuingStore(Protocol):
         plate_number: str,
         decide: Callable[[VehicleRecord, MarkRecord | None], MarkPlan],
         sign: Callable[[int, VehicleRecord, MarkPlan], tuple[str, int]],
-    ) -> tuple[MarkRecord, bool]: ...
+    ) -> tuple[MarkRecord, bool, int | None]: ...
+
+
+@dataclass(frozen=True)
+class Issued:
+    """An Issue's answer: the mark, whether it replays an earlier request, and the change-log id
+    that made it current (None for a replay: nothing was written). Returned after the commit."""
+
+    mark: MarkRecord
+    replayed: bool
+    change_id: int | None
 
 
 @dataclass(frozen=True)
@@ -136,6 +146,11 @@ class Issuer:
         self.config = config
 
     def issue(self, command: IssueCommand) -> tuple[MarkRecord, bool]:
+        issued = self.issue_logged(command)
+        return issued.mark, issued.replayed
+
+    def issue_logged(self, command: IssueCommand) -> Issued:
+        """Issue, and say which change-log id the index must reach to show the new mark."""
         now = self.clock()
         today = china_date(now)
 
@@ -164,10 +179,12 @@ class Issuer:
         def sign(serial: int, vehicle: VehicleRecord, plan: MarkPlan) -> tuple[str, int]:
             return self.signer.sign(self.body(serial, vehicle, plan, cert.Presentation.PRESENTATION_OFFLINE))
 
-        mark, replayed = self.store.issue(command.request_id, command.plate_type, command.plate_number, decide, sign)
+        mark, replayed, change_id = self.store.issue(
+            command.request_id, command.plate_type, command.plate_number, decide, sign
+        )
         if replayed and (mark.plate_type, mark.plate_number) != (command.plate_type, command.plate_number):
             raise InvalidArgument("request_id", f"{command.request_id!r} was already used for another vehicle")
-        return mark, replayed
+        return Issued(mark, replayed, change_id)
 
     @staticmethod
     def body(

@@ -74,3 +74,21 @@ class MarkPlan:
     valid_from: dt.date
     inspected_on: dt.date | None = None
     station_id: str = ""
+
+
+@dataclass(frozen=True)
+class AuditEvent:
+    """One audited call (or one VerifyBatch item): who asked what about which plate, and the answer.
+
+    `plate_number` is empty when the QR was not authentic (nothing trustworthy to name); `verdict`
+    is a Verdict name for Verify/VerifyBatch or a lookup result (FOUND, NOT_FOUND) for
+    LookupVehicleStatus; `serial` is 0 when no mark was identified."""
+
+    at: dt.datetime  # timezone-aware (UTC)
+    caller_id: str
+    role: str  # Role value: police, partner, ...
+    rpc: str
+    plate_type: str
+    plate_number: str
+    verdict: str
+    serial: int

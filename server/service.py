@@ -15,6 +15,7 @@ from typing import Any, NoReturn, Protocol, TypeVar
 
 import grpc
 from google.protobuf import any_pb2
+from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
@@ -37,17 +38,22 @@ from vimark.client.errors import (
     InvalidArgument,
     NotFound,
     PermissionDenied,
+    ResourceExhausted,
     RuleViolation,
+    Unauthenticated,
     Unavailable,
     VimarkError,
 )
 from vimark.server import views
+from vimark.server.audit import AUDITED_ROLES, AuditLog
+from vimark.server.auth import Authenticator, Caller
 from vimark.server.index import ValidityIndex
 from vimark.server.issuer import IssueCommand, Issuer
+from vimark.server.limits import RateLimiter
 from vimark.server.metrics import Metrics
 from vimark.server.records import MarkRecord, VehicleRecord
 from vimark.server.store import Store
-from vimark.server.verifier import VehicleStanding, Verifier
+from vimark.server.verifier import VehicleStanding, Verification, Verifier
 from vimark.server.views import Role
 from vimark.v1 import mark_service_pb2 as pb
 from vimark.v1 import mark_service_pb2_grpc as pb_grpc
@@ -65,7 +71,24 @@ _CODES: list[tuple[type[VimarkError], grpc.StatusCode]] = [
     (NotFound, grpc.StatusCode.NOT_FOUND),
     (Unavailable, grpc.StatusCode.UNAVAILABLE),
     (PermissionDenied, grpc.StatusCode.PERMISSION_DENIED),
+    (Unauthenticated, grpc.StatusCode.UNAUTHENTICATED),
+    (ResourceExhausted, grpc.StatusCode.RESOURCE_EXHAUSTED),
 ]
+EVERYONE = frozenset(Role)
+# Who may call what. The registration system and stations issue; operators feed the registry; every
+# role verifies a QR it is shown; only police and partners look plates up or verify in bulk; Present
+# hands out a vehicle's QR, so only the systems that act for its owner (issuer) and operators get it.
+ALLOWED_ROLES: dict[str, frozenset[Role]] = {
+    "Issue": frozenset({Role.ISSUER}),
+    "Verify": EVERYONE,
+    "VerifyBatch": frozenset({Role.POLICE, Role.PARTNER}),
+    "LookupVehicleStatus": frozenset({Role.POLICE, Role.PARTNER}),
+    "Present": frozenset({Role.ISSUER, Role.OPERATOR}),
+    "GetTrustList": EVERYONE,
+    "UpsertVehicles": frozenset({Role.OPERATOR}),
+    "SetVehicleStatus": frozenset({Role.OPERATOR}),
+    "RevokeMark": frozenset({Role.OPERATOR}),
+}
 
 
 class IndexSync(Protocol):
@@ -73,13 +96,7 @@ class IndexSync(Protocol):
 
     ready: bool
 
-    def catch_up(self) -> None: ...
-
-
-class Context(Protocol):
-    """Where the servicers learn who is calling (a fixed role in development mode; TLS later)."""
-
-    def role(self, context: grpc.ServicerContext) -> Role: ...
+    def catch_up(self, at_least: int | None = None) -> None: ...
 
 
 def _abort(context: grpc.ServicerContext, code: grpc.StatusCode, error: VimarkError) -> NoReturn:
@@ -87,18 +104,29 @@ def _abort(context: grpc.ServicerContext, code: grpc.StatusCode, error: VimarkEr
     field = getattr(error, "field", None)
     if field:
         info.metadata["field"] = field
-    detail = any_pb2.Any()
-    detail.Pack(info)
-    status = status_pb2.Status(code=getattr(code_pb2, code.name), message=error.message, details=[detail])
+    details = [_packed(info)]
+    if isinstance(error, ResourceExhausted):
+        delay = Duration()
+        delay.FromNanoseconds(int(error.retry_after * 1e9))
+        details.append(_packed(error_details_pb2.RetryInfo(retry_delay=delay)))
+    status = status_pb2.Status(code=getattr(code_pb2, code.name), message=error.message, details=details)
     context.abort_with_status(rpc_status.to_status(status))
     raise AssertionError("abort_with_status returns only by raising")
+
+
+def _packed(message: Any) -> any_pb2.Any:
+    detail = any_pb2.Any()
+    detail.Pack(message)
+    return detail
 
 
 R = TypeVar("R")
 
 
-def rpc(name: str) -> Callable[[Callable[..., R]], Callable[..., R]]:
-    """Time the call, count it by code, and turn VimarkErrors into gRPC statuses."""
+def rpc(name: str, cost: Callable[[Any], int] = lambda request: 1) -> Callable[[Callable[..., R]], Callable[..., R]]:
+    """Identify the caller, check its role and rate limit, time the call, count it by code, and
+    turn VimarkErrors into gRPC statuses. The method receives the Caller after the request."""
+    allowed = ALLOWED_ROLES[name]
 
     def wrap(method: Callable[..., R]) -> Callable[..., R]:
         @functools.wraps(method)
@@ -106,7 +134,17 @@ def rpc(name: str) -> Callable[[Callable[..., R]], Callable[..., R]]:
             start = time.perf_counter()
             code = grpc.StatusCode.OK
             try:
-                return method(self, request, context)
+                caller = self.auth.identify(context)
+                if caller.role not in allowed and not caller.unrestricted:
+                    roles = ", ".join(sorted(r.value for r in allowed))
+                    raise PermissionDenied(f"{name} is for {roles}; this caller is {caller.role.value}")
+                if self.limiter is not None:
+                    try:
+                        self.limiter.take(caller, cost(request))
+                    except ResourceExhausted:
+                        self.metrics.rate_limited.labels(caller.role.value).inc()
+                        raise
+                return method(self, request, context, caller)
             except VimarkError as exc:
                 code = next((c for t, c in _CODES if isinstance(exc, t)), grpc.StatusCode.FAILED_PRECONDITION)
                 _abort(context, code, exc)
@@ -123,10 +161,11 @@ def rpc(name: str) -> Callable[[Callable[..., R]], Callable[..., R]]:
 
 
 class _Base:
-    def __init__(self, metrics: Metrics, sync: IndexSync, caller: Context) -> None:
+    def __init__(self, metrics: Metrics, sync: IndexSync, auth: Authenticator, limiter: RateLimiter | None) -> None:
         self.metrics = metrics
         self.sync = sync
-        self.caller = caller
+        self.auth = auth
+        self.limiter = limiter  # None: no per-caller limit (development mode has one shared caller)
 
     def require_ready(self) -> None:
         if not self.sync.ready:
@@ -149,8 +188,10 @@ class MarkService(_Base, pb_grpc.MarkServiceServicer):
         self,
         metrics: Metrics,
         sync: IndexSync,
-        caller: Context,
+        auth: Authenticator,
+        limiter: RateLimiter | None,
         *,
+        audit: AuditLog,
         store: Store,
         index: ValidityIndex,
         issuer: Issuer,
@@ -158,7 +199,8 @@ class MarkService(_Base, pb_grpc.MarkServiceServicer):
         trust: Callable[[], Any],
         presentation_lifetime: dt.timedelta,
     ) -> None:
-        super().__init__(metrics, sync, caller)
+        super().__init__(metrics, sync, auth, limiter)
+        self.audit = audit
         self.store = store
         self.index = index
         self.issuer = issuer
@@ -167,7 +209,7 @@ class MarkService(_Base, pb_grpc.MarkServiceServicer):
         self.presentation_lifetime = presentation_lifetime
 
     @rpc("Issue")
-    def Issue(self, request: pb.IssueRequest, context: grpc.ServicerContext) -> pb.IssueResponse:
+    def Issue(self, request: pb.IssueRequest, context: grpc.ServicerContext, caller: Caller) -> pb.IssueResponse:
         command = IssueCommand.parse(
             request.request_id,
             request.plate_type,
@@ -177,39 +219,42 @@ class MarkService(_Base, pb_grpc.MarkServiceServicer):
             request.inspected_on,
             request.station_id,
         )
-        mark, replayed = self.issuer.issue(command)
-        self.sync.catch_up()  # a Verify right after this Issue must see the new mark
-        return _issue_response(mark, replayed)
+        issued = self.issuer.issue_logged(command)
+        # A Verify right after this Issue must see the new mark (None for a replay: catch up fully).
+        self.sync.catch_up(at_least=issued.change_id)
+        return _issue_response(issued.mark, issued.replayed)
 
     @rpc("Verify")
-    def Verify(self, request: pb.VerifyRequest, context: grpc.ServicerContext) -> pb.VerifyResponse:
+    def Verify(self, request: pb.VerifyRequest, context: grpc.ServicerContext, caller: Caller) -> pb.VerifyResponse:
         _check_qr_text(request.qr_text)
         at = _at_date(request.at_date)
         self.require_ready()
         verification = self.verifier.verify(request.qr_text, at)
         self.metrics.verdicts.labels("Verify", pb.Verdict.Name(verification.verdict)).inc()
-        return views.verify_response(verification, self.caller.role(context))
+        if caller.role in AUDITED_ROLES:
+            self.audit.record(caller, "Verify", *_audited(verification), time.time())
+        return views.verify_response(verification, caller.role)
 
-    @rpc("VerifyBatch")
-    def VerifyBatch(self, request: pb.VerifyBatchRequest, context: grpc.ServicerContext) -> pb.VerifyBatchResponse:
+    @rpc("VerifyBatch", cost=lambda request: len(request.qr_texts))
+    def VerifyBatch(
+        self, request: pb.VerifyBatchRequest, context: grpc.ServicerContext, caller: Caller
+    ) -> pb.VerifyBatchResponse:
         if not 1 <= len(request.qr_texts) <= MAX_BATCH:
             raise InvalidArgument("qr_texts", f"{len(request.qr_texts)} items; send 1 to {MAX_BATCH}")
         at = _at_date(request.at_date)
         self.require_ready()
         self.metrics.batch_size.observe(len(request.qr_texts))
-        role = self.caller.role(context)
         results = self.verifier.verify_many(list(request.qr_texts), at)
         for v in results:
             self.metrics.verdicts.labels("VerifyBatch", pb.Verdict.Name(v.verdict)).inc()
-        return pb.VerifyBatchResponse(results=[views.verify_response(v, role) for v in results])
+        if caller.role in AUDITED_ROLES:
+            self.audit.record_many(caller, "VerifyBatch", [_audited(v) for v in results], time.time())
+        return pb.VerifyBatchResponse(results=[views.verify_response(v, caller.role) for v in results])
 
     @rpc("LookupVehicleStatus")
     def LookupVehicleStatus(
-        self, request: pb.LookupVehicleStatusRequest, context: grpc.ServicerContext
+        self, request: pb.LookupVehicleStatusRequest, context: grpc.ServicerContext, caller: Caller
     ) -> pb.LookupVehicleStatusResponse:
-        role = self.caller.role(context)
-        if not views.may_lookup(role):
-            raise PermissionDenied(f"role {role.value} may not look vehicles up")
         at = _at_date(request.at_date)
         self.require_ready()
         if request.plate_number or request.plate_type:
@@ -222,13 +267,34 @@ class MarkService(_Base, pb_grpc.MarkServiceServicer):
             wanted = f"VIN {request.vin}"
         else:
             raise InvalidArgument("plate_number", "give plate_number and plate_type, or vin")
+        audited = caller.role in AUDITED_ROLES
         if vehicle is None:
+            if audited:
+                self.audit.record(
+                    caller,
+                    "LookupVehicleStatus",
+                    request.plate_type,
+                    request.plate_number or request.vin,
+                    "NOT_FOUND",
+                    0,
+                    time.time(),
+                )
             raise NotFound(f"no vehicle {wanted}")
+        if audited:
+            self.audit.record(
+                caller,
+                "LookupVehicleStatus",
+                vehicle.plate_type,
+                vehicle.plate_number,
+                "FOUND",
+                vehicle.current_serial,
+                time.time(),
+            )
         standing = VehicleStanding.of(vehicle, at or china_date(self.verifier.clock()), self.verifier.config)
-        return views.lookup_response(standing, role)
+        return views.lookup_response(standing, caller.role)
 
     @rpc("Present")
-    def Present(self, request: pb.PresentRequest, context: grpc.ServicerContext) -> pb.PresentResponse:
+    def Present(self, request: pb.PresentRequest, context: grpc.ServicerContext, caller: Caller) -> pb.PresentResponse:
         plate_type = parse_plate_type(request.plate_type)
         plate_number = parse_plate_number(request.plate_number)
         self.require_ready()
@@ -253,7 +319,9 @@ class MarkService(_Base, pb_grpc.MarkServiceServicer):
         )
 
     @rpc("GetTrustList")
-    def GetTrustList(self, request: pb.GetTrustListRequest, context: grpc.ServicerContext) -> pb.GetTrustListResponse:
+    def GetTrustList(
+        self, request: pb.GetTrustListRequest, context: grpc.ServicerContext, caller: Caller
+    ) -> pb.GetTrustListResponse:
         ring = self.keyring()
         response = pb.GetTrustListResponse(generated_time=Timestamp(seconds=int(time.time())))
         statuses = {"active": pb.KEY_STATUS_ACTIVE, "retired": pb.KEY_STATUS_RETIRED, "revoked": pb.KEY_STATUS_REVOKED}
@@ -265,10 +333,17 @@ class MarkService(_Base, pb_grpc.MarkServiceServicer):
             if key.valid_until:
                 item.valid_until_time.FromDatetime(key.valid_until)
             response.keys.append(item)
-        if views.may_see_seal_keys(self.caller.role(context)):
+        if views.may_see_seal_keys(caller.role):
             for seal_id, seal_key in sorted(ring.seal_keys.items()):
                 response.seal_keys.append(pb.SealKey(seal_key_id=seal_id, algorithm="ChaCha20-Poly1305", key=seal_key))
         return response
+
+
+def _audited(v: Verification) -> tuple[str, str, str, int]:
+    """What the audit log keeps of a verification: plate type and number (authentic marks only), verdict, serial."""
+    body = v.body
+    verdict = pb.Verdict.Name(v.verdict)
+    return (body.plate_type, body.plate_number, verdict, body.serial) if body else ("", "", verdict, 0)
 
 
 def _issue_response(mark: MarkRecord, replayed: bool) -> pb.IssueResponse:
@@ -313,13 +388,15 @@ def _seats(seats: int) -> int:
 
 
 class RegistryService(_Base, rpb_grpc.RegistryServiceServicer):
-    def __init__(self, metrics: Metrics, sync: IndexSync, caller: Context, *, store: Store) -> None:
-        super().__init__(metrics, sync, caller)
+    def __init__(
+        self, metrics: Metrics, sync: IndexSync, auth: Authenticator, limiter: RateLimiter | None, *, store: Store
+    ) -> None:
+        super().__init__(metrics, sync, auth, limiter)
         self.store = store
 
     @rpc("UpsertVehicles")
     def UpsertVehicles(
-        self, request: rpb.UpsertVehiclesRequest, context: grpc.ServicerContext
+        self, request: rpb.UpsertVehiclesRequest, context: grpc.ServicerContext, caller: Caller
     ) -> rpb.UpsertVehiclesResponse:
         if not 1 <= len(request.vehicles) <= MAX_BATCH:
             raise InvalidArgument("vehicles", f"{len(request.vehicles)} vehicles; send 1 to {MAX_BATCH}")
@@ -330,7 +407,7 @@ class RegistryService(_Base, rpb_grpc.RegistryServiceServicer):
 
     @rpc("SetVehicleStatus")
     def SetVehicleStatus(
-        self, request: rpb.SetVehicleStatusRequest, context: grpc.ServicerContext
+        self, request: rpb.SetVehicleStatusRequest, context: grpc.ServicerContext, caller: Caller
     ) -> rpb.SetVehicleStatusResponse:
         plate_type = parse_plate_type(request.plate_type)
         plate_number = parse_plate_number(request.plate_number)
@@ -343,7 +420,9 @@ class RegistryService(_Base, rpb_grpc.RegistryServiceServicer):
         return rpb.SetVehicleStatusResponse(status_codes=status_letters(vehicle.status_bits))
 
     @rpc("RevokeMark")
-    def RevokeMark(self, request: rpb.RevokeMarkRequest, context: grpc.ServicerContext) -> rpb.RevokeMarkResponse:
+    def RevokeMark(
+        self, request: rpb.RevokeMarkRequest, context: grpc.ServicerContext, caller: Caller
+    ) -> rpb.RevokeMarkResponse:
         if not 0 < request.serial < 2**63:
             raise InvalidArgument("serial", "required: the serial of the mark to revoke (1 to 2^63-1)")
         if len(request.reason) > 200 or not request.reason.isprintable():

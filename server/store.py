@@ -7,6 +7,10 @@ never skips a row that commits later.
 
 Lock order, so writers cannot deadlock one another: vehicle and mark rows first, the change-log
 lock last (`_log_changes` is the final statement of every write transaction).
+
+Issues are group-committed: concurrent calls share one transaction (`Store.issue`), which locks
+all its vehicles in one statement in id order, writes every mark, then logs every change; so
+the lock order above holds for a group as for a single write.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +28,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     Date,
+    Double,
     Engine,
     ForeignKey,
     Index,
@@ -31,6 +37,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    bindparam,
     create_engine,
     event,
     func,
@@ -41,12 +48,13 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.engine import Connection
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from vimark.client.domain import VehicleCategory
-from vimark.client.errors import InvalidArgument, NotFound, Unavailable
-from vimark.server.records import Change, MarkPlan, MarkRecord, VehicleRecord
+from vimark.client.errors import InvalidArgument, NotFound, Unavailable, VimarkError
+from vimark.server.group_commit import GroupCommitter
+from vimark.server.records import AuditEvent, Change, MarkPlan, MarkRecord, VehicleRecord
 
 # An integer primary key that is SQLite's rowid (auto-assigned) and a bigint elsewhere.
 _Id = BigInteger().with_variant(Integer, "sqlite")
@@ -110,6 +118,53 @@ class ChangeRow(Base):
     created_at: Mapped[int] = mapped_column(BigInteger)  # Unix seconds
 
 
+class AuditRow(Base):
+    """One audited call: who asked (caller, role, rpc), when, about which plate, and the answer."""
+
+    __tablename__ = "audit_events"
+    __table_args__ = (
+        Index("ix_audit_events_plate_at", "plate_number", "at"),
+        Index("ix_audit_events_caller_at", "caller_id", "at"),
+    )
+
+    id: Mapped[int] = mapped_column(_Id, primary_key=True)
+    at: Mapped[float] = mapped_column(Double)  # Unix seconds, sub-second precision
+    caller_id: Mapped[str] = mapped_column(String(128))
+    role: Mapped[str] = mapped_column(String(16))
+    rpc: Mapped[str] = mapped_column(String(32))
+    plate_type: Mapped[str] = mapped_column(String(8))
+    plate_number: Mapped[str] = mapped_column(String(32))  # empty when the QR was not authentic
+    verdict: Mapped[str] = mapped_column(String(32))  # a Verdict name, or FOUND / NOT_FOUND for a lookup
+    serial: Mapped[int] = mapped_column(BigInteger)  # 0 = no mark identified
+
+
+# Widths of the audit columns: a value is cut to fit rather than refused (a too-long caller id or
+# plate from a request must not make a whole batch of the audit log unwritable).
+_AUDIT_WIDTHS = {c.name: c.type.length or 0 for c in AuditRow.__table__.c if isinstance(c.type, String)}
+
+
+def _audit_values(e: AuditEvent) -> dict[str, object]:
+    values: dict[str, object] = {
+        name: getattr(e, name).replace("\x00", "")[:width] for name, width in _AUDIT_WIDTHS.items()
+    }
+    values["at"] = e.at.timestamp()
+    values["serial"] = e.serial if 0 <= e.serial < 2**63 else 0  # not one of ours: no mark identified
+    return values
+
+
+def _audit_event(row: Row[Any]) -> AuditEvent:
+    return AuditEvent(
+        at=dt.datetime.fromtimestamp(row.at, dt.UTC),
+        caller_id=row.caller_id,
+        role=row.role,
+        rpc=row.rpc,
+        plate_type=row.plate_type,
+        plate_number=row.plate_number,
+        verdict=row.verdict,
+        serial=row.serial,
+    )
+
+
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 _VEHICLE_COLUMNS = tuple(VehicleRow.__table__.c)
 
@@ -130,12 +185,52 @@ def _vehicle(row: Row[Any] | Any) -> VehicleRecord:
     )
 
 
+@dataclass(frozen=True)
+class _IssueJob:
+    """One Issue waiting for its group's transaction."""
+
+    request_id: str
+    plate_type: str
+    plate_number: str
+    decide: Callable[[VehicleRecord, MarkRecord | None], MarkPlan]
+    sign: Callable[[int, VehicleRecord, MarkPlan], tuple[str, int]]
+
+
+# (mark, replayed, change id or None for a replay), or the exception its caller gets.
+_IssueOutcome = tuple[MarkRecord, bool, int | None] | BaseException
+_ISSUE_GROUP_MAX = 64  # Issues per group transaction
+# A vehicle's current mark, read in the same statement as the vehicle (columns prefixed m_).
+_CURRENT_MARK_COLUMNS = tuple(c.label(f"m_{c.name}") for c in MarkRow.__table__.c)
+
+
+def _current_mark(row: Row[Any] | Any, vehicle: VehicleRecord) -> MarkRecord:
+    return MarkRecord(
+        serial=row.m_serial,
+        vehicle_id=vehicle.vehicle_id,
+        plate_type=vehicle.plate_type,
+        plate_number=vehicle.plate_number,
+        vin=vehicle.vin,
+        valid_until=row.m_valid_until,
+        reason=row.m_reason,
+        issued_at=dt.datetime.fromtimestamp(row.m_issued_at, dt.UTC),
+        valid_from=row.m_valid_from,
+        key_id=row.m_key_id,
+        qr_text=row.m_qr_text,
+        request_id=row.m_request_id,
+        revoked=row.m_revoked,
+    )
+
+
 class Store:
     """vimark's database. `url` is a SQLAlchemy URL: sqlite:///FILE or postgresql+psycopg://..."""
 
-    def __init__(self, url: str, *, migrate: bool = True, connect_timeout: float = 5.0) -> None:
+    def __init__(self, url: str, *, migrate: bool = True, connect_timeout: float = 2.0) -> None:
         self.url = url
         self.is_sqlite = url.startswith("sqlite")
+        # Concurrent Issues share one transaction and one commit (one fsync): see `issue`.
+        self._issues: GroupCommitter[_IssueJob, tuple[MarkRecord, bool, int | None]] = GroupCommitter(
+            self._issue_group, max_batch=_ISSUE_GROUP_MAX
+        )
         if self.is_sqlite:
             self.engine: Engine = create_engine(url, connect_args={"timeout": 30})
             event.listen(self.engine, "connect", _sqlite_on_connect)
@@ -146,7 +241,19 @@ class Store:
                 pool_size=8,
                 max_overflow=8,
                 pool_pre_ping=True,
-                connect_args={"connect_timeout": max(1, int(connect_timeout))},
+                # A dead database must be noticed in seconds: a write then fails with UNAVAILABLE
+                # (the SDK's four attempts fit its 10 s deadline) instead of hanging. connect_timeout
+                # bounds a new connection (libpq's floor is 2 s); keepalives and tcp_user_timeout
+                # bound a pooled one whose peer vanished (a partition: no RST, nothing ACKed),
+                # which the kernel would otherwise retransmit to for about 15 minutes.
+                connect_args={
+                    "connect_timeout": max(2, int(connect_timeout)),
+                    "keepalives": 1,
+                    "keepalives_idle": 10,
+                    "keepalives_interval": 5,
+                    "keepalives_count": 3,
+                    "tcp_user_timeout": 10_000,  # ms
+                },
             )
         if migrate:
             self.migrate()
@@ -182,14 +289,19 @@ class Store:
             with conn.begin():
                 yield conn
 
-    def _log_changes(self, conn: Connection, vehicle_ids: Sequence[int], revoked_serial: int | None = None) -> None:
-        """The last statement of a write: take the change-log lock, then append the rows."""
+    def _log_changes(
+        self, conn: Connection, vehicle_ids: Sequence[int], revoked_serial: int | None = None
+    ) -> list[int]:
+        """The last statement of a write: take the change-log lock, then append the rows.
+        Returns their change ids, in the order of `vehicle_ids`."""
         if not self.is_sqlite:
             conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _CHANGE_LOG_LOCK})
         now = int(dt.datetime.now(dt.UTC).timestamp())
-        conn.execute(
-            insert(ChangeRow),
-            [{"vehicle_id": i, "revoked_serial": revoked_serial, "created_at": now} for i in vehicle_ids],
+        return list(
+            conn.execute(
+                insert(ChangeRow).returning(ChangeRow.id, sort_by_parameter_order=True),
+                [{"vehicle_id": i, "revoked_serial": revoked_serial, "created_at": now} for i in vehicle_ids],
+            ).scalars()
         )
 
     def _vehicle_for_update(self, conn: Connection, plate_type: str, plate_number: str) -> VehicleRecord:
@@ -296,28 +408,33 @@ class Store:
             return self._mark_where(conn, MarkRow.serial == serial)
 
     def _mark_where(self, conn: Connection, condition: Any) -> MarkRecord | None:
-        row = conn.execute(
+        marks = self._marks_where(conn, condition)
+        return marks[0] if marks else None
+
+    def _marks_where(self, conn: Connection, condition: Any) -> list[MarkRecord]:
+        rows = conn.execute(
             select(*MarkRow.__table__.c, VehicleRow.plate_type, VehicleRow.plate_number, VehicleRow.vin)
             .join(VehicleRow, VehicleRow.id == MarkRow.vehicle_id)
             .where(condition)
-        ).first()
-        if row is None:
-            return None
-        return MarkRecord(
-            serial=row.serial,
-            vehicle_id=row.vehicle_id,
-            plate_type=row.plate_type,
-            plate_number=row.plate_number,
-            vin=row.vin,
-            valid_until=row.valid_until,
-            reason=row.reason,
-            issued_at=dt.datetime.fromtimestamp(row.issued_at, dt.UTC),
-            valid_from=row.valid_from,
-            key_id=row.key_id,
-            qr_text=row.qr_text,
-            request_id=row.request_id,
-            revoked=row.revoked,
         )
+        return [
+            MarkRecord(
+                serial=row.serial,
+                vehicle_id=row.vehicle_id,
+                plate_type=row.plate_type,
+                plate_number=row.plate_number,
+                vin=row.vin,
+                valid_until=row.valid_until,
+                reason=row.reason,
+                issued_at=dt.datetime.fromtimestamp(row.issued_at, dt.UTC),
+                valid_from=row.valid_from,
+                key_id=row.key_id,
+                qr_text=row.qr_text,
+                request_id=row.request_id,
+                revoked=row.revoked,
+            )
+            for row in rows
+        ]
 
     def issue(
         self,
@@ -326,53 +443,171 @@ class Store:
         plate_number: str,
         decide: Callable[[VehicleRecord, MarkRecord | None], MarkPlan],
         sign: Callable[[int, VehicleRecord, MarkPlan], tuple[str, int]],
-    ) -> tuple[MarkRecord, bool]:
-        """Issue in one transaction: decide (rules), insert the mark, sign it, make it current, log.
+    ) -> tuple[MarkRecord, bool, int | None]:
+        """Issue: decide (rules), sign, insert the mark, make it current, log; durable on return.
 
-        Returns (mark, replayed); a request_id seen before returns its first mark and writes nothing."""
-        try:
-            with self._write() as conn:
-                vehicle = self._vehicle_for_update(conn, plate_type, plate_number)
-                # Checked after the row lock: a concurrent retry waits for the first attempt to
-                # commit, then replays its mark instead of judging the rules a second time.
-                earlier = self._mark_where(conn, MarkRow.request_id == request_id)
-                if earlier is not None:
-                    return earlier, True
-                current = self._mark_where(conn, MarkRow.serial == vehicle.current_serial)
-                plan = decide(vehicle, current)
-                serial = conn.execute(
-                    insert(MarkRow)
-                    .values(
-                        request_id=request_id,
-                        vehicle_id=vehicle.vehicle_id,
-                        valid_until=plan.valid_until,
-                        reason=plan.reason,
-                        issued_at=int(plan.issued_at.timestamp()),
-                        valid_from=plan.valid_from,
-                        inspected_on=plan.inspected_on,
-                        station_id=plan.station_id,
-                        key_id=0,
-                        qr_text="",
-                    )
-                    .returning(MarkRow.serial)
-                ).scalar_one()
-                qr_text, key_id = sign(serial, vehicle, plan)
-                conn.execute(update(MarkRow).where(MarkRow.serial == serial).values(qr_text=qr_text, key_id=key_id))
+        Returns (mark, replayed, change id); a request_id seen before returns its first mark, writes
+        nothing and has no change id. Concurrent calls are group-committed (`_issue_group`): each
+        runs in isolation (its refusal or error is its own) but they share one transaction."""
+        return self._issues.submit(_IssueJob(request_id, plate_type, plate_number, decide, sign))
+
+    def _issue_group(self, jobs: Sequence[_IssueJob]) -> list[_IssueOutcome]:
+        for attempt in range(3):
+            try:
+                return self._issue_group_once(jobs)
+            except _Conflict:
+                # Two groups met on the same rows (another server): nothing was written; run again.
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
+
+    def _issue_group_once(self, jobs: Sequence[_IssueJob]) -> list[_IssueOutcome]:
+        """One transaction for the whole group, in lock order:
+        1. lock every vehicle of the group in one statement, in id order (as registry batches do),
+           reading each one's current mark with it;
+        2. read the group's earlier marks (replays), after the locks;
+        3. per command: rules, a serial, the signature (no database: a refusal or error is that
+           command's outcome alone); then every new mark row, whole, in one INSERT under a
+           SAVEPOINT (if a concurrent server took a request_id, that statement is undone and the
+           marks go in one SAVEPOINT each, so only that command is affected);
+        4. the vehicles' new current marks, then the change-log rows (change-log lock last);
+        5. commit; only then is any outcome returned."""
+        outcomes: list[_IssueOutcome] = [NotFound("not run")] * len(jobs)
+        with self._write() as conn:
+            # 1. Both plate columns by IN (the plate index serves it); other pairs are dropped below.
+            query = (
+                select(*_VEHICLE_COLUMNS, *_CURRENT_MARK_COLUMNS)
+                .outerjoin(MarkRow, MarkRow.serial == VehicleRow.current_serial)
+                .where(
+                    VehicleRow.plate_type.in_({j.plate_type for j in jobs}),
+                    VehicleRow.plate_number.in_({j.plate_number for j in jobs}),
+                )
+                .order_by(VehicleRow.id)
+            )
+            vehicles: dict[tuple[str, str], VehicleRecord] = {}
+            current: dict[int, MarkRecord] = {}
+            for r in conn.execute(query if self.is_sqlite else query.with_for_update(of=VehicleRow)):
+                vehicle = vehicles[(r.plate_type, r.plate_number)] = _vehicle(r)
+                if r.m_serial is not None:
+                    current[r.m_serial] = _current_mark(r, vehicle)
+            # 2. Read after the row locks: a concurrent retry waited for the first attempt to
+            # commit, and replays its mark instead of judging the rules a second time.
+            request_ids = {j.request_id for j in jobs}
+            marks = {m.request_id: m for m in self._marks_where(conn, MarkRow.request_id.in_(request_ids))}
+            # 3. In request_id order: concurrent groups insert (and wait on) request_ids in one order.
+            serials = self._allocate_serials(conn, len(jobs))
+            new: list[tuple[int, MarkRecord, dict[str, Any]]] = []  # (job position, mark, its row)
+            for i in sorted(range(len(jobs)), key=lambda k: jobs[k].request_id):
+                job = jobs[i]
+                if job.request_id in marks:  # committed earlier, or earlier in this group
+                    outcomes[i] = (marks[job.request_id], True, None)
+                    continue
+                target = vehicles.get((job.plate_type, job.plate_number))
+                if target is None:
+                    outcomes[i] = NotFound(f"no vehicle {job.plate_number} with plate type {job.plate_type}")
+                    continue
+                vehicle = target
+                try:
+                    plan = job.decide(vehicle, current.get(vehicle.current_serial))
+                    serial = next(serials)
+                    qr_text, key_id = job.sign(serial, vehicle, plan)
+                except Exception as exc:  # a refusal (or a fault) of this command only
+                    outcomes[i] = exc
+                    continue
+                issued_at = int(plan.issued_at.timestamp())
+                row = {
+                    "serial": serial,
+                    "request_id": job.request_id,
+                    "vehicle_id": vehicle.vehicle_id,
+                    "valid_until": plan.valid_until,
+                    "reason": plan.reason,
+                    "issued_at": issued_at,
+                    "valid_from": plan.valid_from,
+                    "inspected_on": plan.inspected_on,
+                    "station_id": plan.station_id,
+                    "key_id": key_id,
+                    "qr_text": qr_text,
+                    "revoked": False,
+                    "revoked_reason": "",
+                }
+                mark = MarkRecord(
+                    serial=serial,
+                    vehicle_id=vehicle.vehicle_id,
+                    plate_type=vehicle.plate_type,
+                    plate_number=vehicle.plate_number,
+                    vin=vehicle.vin,
+                    valid_until=plan.valid_until,
+                    reason=plan.reason,
+                    issued_at=dt.datetime.fromtimestamp(issued_at, dt.UTC),
+                    valid_from=plan.valid_from,
+                    key_id=key_id,
+                    qr_text=qr_text,
+                    request_id=job.request_id,
+                    revoked=False,
+                )
+                marks[job.request_id] = current[serial] = mark
+                vehicles[(job.plate_type, job.plate_number)] = replace(
+                    vehicle, valid_until=plan.valid_until, current_serial=serial
+                )
+                new.append((i, mark, row))
+            stored = self._insert_marks(conn, [row for _, _, row in new])
+            issued: list[tuple[int, MarkRecord]] = []
+            for (i, mark, _), error in zip(new, stored, strict=True):
+                if error is None:
+                    issued.append((i, mark))
+                    continue
+                # Another server committed this request_id after step 2 (the insert waited for
+                # it): answer with its mark, as a retry would. The vehicle keeps its state.
+                earlier = self._mark_where(conn, MarkRow.request_id == mark.request_id)
+                outcomes[i] = (earlier, True, None) if earlier else Unavailable(f"mark not stored: {error.orig}")
+            if issued:
+                # 4. Each vehicle's last new mark in this group is its current one.
+                final = {m.vehicle_id: (m.serial, m.valid_until) for _, m in issued}
                 conn.execute(
                     update(VehicleRow)
-                    .where(VehicleRow.id == vehicle.vehicle_id)
-                    .values(valid_until=plan.valid_until, current_serial=serial)
+                    .where(VehicleRow.id == bindparam("b_id"))
+                    .values(valid_until=bindparam("b_valid_until"), current_serial=bindparam("b_serial")),
+                    [
+                        {"b_id": vehicle_id, "b_valid_until": valid_until, "b_serial": serial}
+                        for vehicle_id, (serial, valid_until) in sorted(final.items())
+                    ],
                 )
-                self._log_changes(conn, [vehicle.vehicle_id])
-                mark = self._mark_where(conn, MarkRow.serial == serial)
-                assert mark is not None
-                return mark, False
+                change_ids = self._log_changes(conn, [m.vehicle_id for _, m in issued])
+                for (i, mark), change_id in zip(issued, change_ids, strict=True):
+                    outcomes[i] = (mark, False, change_id)
+        return outcomes  # 5. committed
+
+    def _insert_marks(self, conn: Connection, rows: list[dict[str, Any]]) -> list[IntegrityError | None]:
+        """Insert mark rows: all in one statement, or, if that breaks a constraint (a request_id a
+        concurrent server committed), each in its own SAVEPOINT. Returns each row's error or None."""
+        if not rows:
+            return []
+        try:
+            with conn.begin_nested():
+                conn.execute(insert(MarkRow), rows)
+            return [None] * len(rows)
         except IntegrityError:
-            # A concurrent retry with the same request_id won the race: answer with its mark.
-            earlier = self.mark_by_request_id(request_id)
-            if earlier is None:
-                raise
-            return earlier, True
+            pass
+        errors: list[IntegrityError | None] = []
+        for row in rows:
+            try:
+                with conn.begin_nested():
+                    conn.execute(insert(MarkRow), row)
+                errors.append(None)
+            except IntegrityError as exc:
+                errors.append(exc)
+        return errors
+
+    def _allocate_serials(self, conn: Connection, n: int) -> Iterator[int]:
+        """n new mark serials, so a mark is signed before it is inserted (one row write, not two)."""
+        if self.is_sqlite:  # the only writer (BEGIN IMMEDIATE): the next rowids are ours
+            top = conn.execute(select(func.coalesce(func.max(MarkRow.serial), 0))).scalar_one()
+            return iter(range(top + 1, top + 1 + n))
+        return iter(
+            conn.execute(
+                text("SELECT nextval(pg_get_serial_sequence('marks', 'serial')) FROM generate_series(1, :n)"), {"n": n}
+            ).scalars()
+        )
 
     # -- feeding the index -------------------------------------------------------------------
     def snapshot(self) -> tuple[int, list[VehicleRecord], set[int]]:
@@ -401,6 +636,46 @@ class Store:
     def count_vehicles(self) -> int:
         with self._guard(), self.engine.connect() as conn:
             return int(conn.execute(select(func.count()).select_from(VehicleRow)).scalar_one())
+
+    # -- audit log ---------------------------------------------------------------------------
+    def append_audit(self, events: Sequence[AuditEvent]) -> None:
+        """Write a batch of audit events in one transaction (one multi-row insert)."""
+        if not events:
+            return
+        rows = [_audit_values(e) for e in events]
+        try:
+            with self._write() as conn:
+                conn.execute(insert(AuditRow), rows)
+        except DBAPIError as exc:  # anything but OperationalError, which _guard made Unavailable
+            raise VimarkError(f"audit events refused by the database: {exc.orig}", reason="AUDIT_WRITE_FAILED") from exc
+
+    def audit_events(
+        self,
+        *,
+        plate_number: str | None = None,
+        caller_id: str | None = None,
+        since: dt.datetime | None = None,
+        limit: int = 1000,
+    ) -> list[AuditEvent]:
+        """Audit events matching every filter given, oldest first, at most `limit` of them
+        (to page on, ask again with `since` set to the last event's time)."""
+        if limit < 1:
+            raise InvalidArgument("limit", f"must be at least 1, not {limit}")
+        if since is not None and since.tzinfo is None:
+            raise InvalidArgument("since", "needs a time zone (a naive datetime is ambiguous)")
+        query = select(*AuditRow.__table__.c).order_by(AuditRow.at, AuditRow.id).limit(limit)
+        if plate_number is not None:
+            query = query.where(AuditRow.plate_number == plate_number)
+        if caller_id is not None:
+            query = query.where(AuditRow.caller_id == caller_id)
+        if since is not None:
+            query = query.where(AuditRow.at >= since.timestamp())
+        try:
+            with self._guard(), self.engine.connect() as conn:
+                rows = conn.execute(query).all()
+        except DBAPIError as exc:  # e.g. PostgreSQL's undefined table: a database never migrated
+            raise Unavailable(f"cannot read the audit log (is the schema migrated?): {exc.orig}") from exc
+        return [_audit_event(r) for r in rows]
 
 
 def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:

@@ -15,6 +15,7 @@ from vimark.server.metrics import Metrics
 from vimark.server.store import Store
 
 log = logging.getLogger("vimark.server")
+_PAGE = 5000  # change-log rows per query
 
 
 class KeyWatcher:
@@ -53,6 +54,9 @@ class IndexSync:
         self.metrics = metrics
         self.ready = False
         self._lock = threading.Lock()
+        # Catch-up passes started and the latest one finished (numbered 1, 2, ...; see catch_up).
+        self._passes_started = 0
+        self._passes_done = 0
         self._synced_at = time.monotonic()
         # Computed when scraped (it reads the whole index): replicas and a rebuild compare it.
         metrics.index_checksum.set_function(lambda: int(index.checksum()[:13], 16))
@@ -64,12 +68,30 @@ class IndexSync:
         self._record()
         log.info("index loaded: %d vehicles in %.2fs", len(self.index), time.perf_counter() - started)
 
-    def catch_up(self) -> None:
+    def catch_up(self, at_least: int | None = None) -> None:
+        """Apply the change log to the index.
+
+        With `at_least` (the change id of a write just committed), return as soon as the index
+        holds that change. Without it, apply every change committed before this call. Either way
+        concurrent callers share passes: a caller that waited while a pass *started after its
+        arrival* ran to completion is covered by it, so a burst of Issues costs a few change-log
+        queries, not one each."""
         if not self.ready:  # the initial load will include these changes
             return
+        if at_least is not None and self.index.last_change_id >= at_least:
+            return
+        arrived = self._passes_started
         with self._lock:
-            while changes := self.store.changes_since(self.index.last_change_id):
+            if self._passes_done > arrived or (at_least is not None and self.index.last_change_id >= at_least):
+                return
+            self._passes_started += 1
+            this_pass = self._passes_started
+            while True:  # a short page is the end of the log as committed when it was read
+                changes = self.store.changes_since(self.index.last_change_id, limit=_PAGE)
                 self.index.apply(changes)
+                if len(changes) < _PAGE:
+                    break
+            self._passes_done = this_pass  # only a pass that finished covers its waiters
             self._synced_at = time.monotonic()
             self._record()
 

@@ -6,14 +6,25 @@ A verdict is data: every QR text, however broken, gets one.
 from __future__ import annotations
 
 import datetime as dt
+import functools
+from collections.abc import Iterator
 from dataclasses import dataclass
+from itertools import chain
 from typing import Protocol
 
 from vimark.client import certificate as cert
-from vimark.client.domain import BLOCKS_ROAD_MASK, POLICE_ALERT_MASK, Clock, china_date, status_letters
+from vimark.client.domain import (
+    BLOCKS_ROAD_MASK,
+    POLICE_ALERT_MASK,
+    Clock,
+    china_date,
+    month_end,
+    status_letters,
+)
 from vimark.client.errors import CertificateError
-from vimark.client.trust import RevokedKey, TrustList
+from vimark.client.trust import Claim, RevokedKey, TrustList
 from vimark.server import rules
+from vimark.server.batcher import InlineSignatures, SignatureChecker, Ticket
 from vimark.server.records import VehicleRecord
 from vimark.v1 import mark_service_pb2 as pb
 
@@ -37,6 +48,13 @@ _VERDICT_OF_ERROR = {
     cert.ForgedCertificate: Verdict.VERDICT_FORGED,
     RevokedKey: Verdict.VERDICT_REVOKED,
 }
+# VerifyBatch hands signatures to the engine in chunks of this many, so the workers check the
+# first chunks while this thread still decodes the rest (measured: load/verify_engine.py).
+_SUBMIT_CHUNK = 32
+
+# Pure functions of small domains, called on every verification.
+_month_end = functools.lru_cache(maxsize=4096)(month_end)
+_status_letters = functools.lru_cache(maxsize=4096)(status_letters)
 
 
 @dataclass(frozen=True)
@@ -50,6 +68,10 @@ class VehicleStanding:
 
     @classmethod
     def of(cls, vehicle: VehicleRecord, on: dt.date, config: rules.RuleConfig) -> VehicleStanding:
+        valid_until = vehicle.valid_until
+        if valid_until is not None and on <= _month_end(valid_until):
+            # Within a recorded validity (rules.within_validity): not overdue, no overdue cycles.
+            return cls(vehicle, True, 0, _status_letters(vehicle.status_bits))
         facts = vehicle.facts()
         # A vehicle with no recorded validity is within its implicit first validity until its first
         # due month has ended (rules.overdue): a new car is not fined for having no mark yet.
@@ -83,28 +105,83 @@ class Verification:
     standing: VehicleStanding | None = None  # set once the vehicle is known
 
 
+def _refused(exc: CertificateError) -> Verification:
+    return Verification(_VERDICT_OF_ERROR.get(type(exc), Verdict.VERDICT_MALFORMED), exc.message)
+
+
 class Verifier:
     def __init__(
-        self, index: IndexView, trust: TrustSource, clock: Clock, config: rules.RuleConfig = rules.DEFAULT_CONFIG
+        self,
+        index: IndexView,
+        trust: TrustSource,
+        clock: Clock,
+        config: rules.RuleConfig = rules.DEFAULT_CONFIG,
+        signatures: SignatureChecker | None = None,
     ) -> None:
+        """`signatures` checks step 8: a started SignatureEngine on a server; by default each
+        signature is checked on the calling thread."""
         self.index = index
         self.trust = trust
         self.clock = clock
         self.config = config
+        self.signatures: SignatureChecker = signatures if signatures is not None else InlineSignatures()
 
     def verify_many(self, qr_texts: list[str], at: dt.date | None = None) -> list[Verification]:
-        """One result per text, in order; identical texts are checked once."""
-        seen: dict[str, Verification] = {}
-        return [seen[t] if t in seen else seen.setdefault(t, self.verify(t, at)) for t in qr_texts]
+        """One result per text, in order; identical texts are checked once. All the signatures go
+        to the engine together (in chunks, while the rest are still being decoded)."""
+        now = self.clock()
+        on = at or china_date(now)
+        trust = self.trust.current()
+        position: dict[str, int] = {}  # text -> its place among the distinct texts
+        claims: list[Claim | Verification] = []
+        tickets: list[Ticket] = []
+        chunk: list[tuple[bytes, bytes, bytes]] = []
+        for text in qr_texts:
+            if text in position:
+                continue
+            position[text] = len(claims)
+            # 1-7. Form, seal, key.
+            try:
+                claim = trust.claim(text)
+            except CertificateError as exc:
+                claims.append(_refused(exc))
+                continue
+            claims.append(claim)
+            chunk.append(claim.signed)
+            if len(chunk) == _SUBMIT_CHUNK:
+                tickets.append(self.signatures.submit_many(chunk))
+                chunk = []
+        if chunk:
+            tickets.append(self.signatures.submit_many(chunk))
+        # 8. The signatures' answers, in submission order, as each chunk completes.
+        answers: Iterator[bool] = chain.from_iterable(ticket.result() for ticket in tickets)
+        results: list[Verification] = []
+        for outcome in claims:
+            if isinstance(outcome, Verification):  # refused at steps 1-7
+                results.append(outcome)
+                continue
+            # 8-9. Signature and key life, then 10-14.
+            try:
+                certificate = outcome.conclude(next(answers))
+            except CertificateError as exc:
+                results.append(_refused(exc))
+                continue
+            results.append(self._judge(certificate, now, on))
+        return [results[position[text]] for text in qr_texts]
 
     def verify(self, qr_text: str, at: dt.date | None = None) -> Verification:
         now = self.clock()
         on = at or china_date(now)
         # 1-9. Authenticity: form, seal, key, signature, key life (shared with offline terminals).
         try:
-            certificate = self.trust.current().authenticate(qr_text)
+            claim = self.trust.current().claim(qr_text)
+            certificate = claim.conclude(self.signatures.check(*claim.signed))
         except CertificateError as exc:
-            return Verification(_VERDICT_OF_ERROR.get(type(exc), Verdict.VERDICT_MALFORMED), exc.message)
+            return _refused(exc)
+        return self._judge(certificate, now, on)
+
+    def _judge(self, certificate: cert.Certificate, now: dt.datetime, on: dt.date) -> Verification:
+        """Steps 10-14 for an authentic certificate."""
         body = certificate.body
 
         def verdict(v: int, why: str, standing: VehicleStanding | None = None) -> Verification:

@@ -85,10 +85,5 @@ def lookup_response(s: VehicleStanding, role: Role) -> pb.LookupVehicleStatusRes
     return response
 
 
-def may_lookup(role: Role) -> bool:
-    """Looking plates up is for police and partners: the public only verifies a QR it is shown."""
-    return role is not Role.PUBLIC
-
-
 def may_see_seal_keys(role: Role) -> bool:
     return role in (Role.POLICE, Role.OPERATOR)

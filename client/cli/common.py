@@ -1,14 +1,20 @@
-"""What every client command shares: --server, --json, --timeout, and printing a response."""
+"""What every client command shares: --server, --json, --timeout, TLS (--ca --cert --key), and
+printing a response."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+from pathlib import Path
 from typing import Any
 
 from google.protobuf.message import Message
 
-from vimark.client.sdk import DEFAULT_SERVER, VimarkClient, to_json_dict
+from vimark.client.errors import VimarkError
+from vimark.client.sdk import DEFAULT_SERVER, VimarkClient, tls_credentials, to_json_dict
+
+TLS_FLAGS = (("ca", "VIMARK_CA"), ("cert", "VIMARK_CERT"), ("key", "VIMARK_KEY"))
 
 
 def add_client_flags(parser: argparse.ArgumentParser) -> None:
@@ -17,10 +23,44 @@ def add_client_flags(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--json", action="store_true", help="print one JSON object with the response's fields")
     parser.add_argument("--timeout", type=float, default=10.0, metavar="SECONDS", help="deadline per call")
+    tls = parser.add_argument_group(
+        "TLS", "give all three (or none: plaintext, for a development server); `vimark pki` makes them"
+    )
+    tls.add_argument(
+        "--ca",
+        type=Path,
+        default=_env_path("VIMARK_CA"),
+        metavar="FILE",
+        help="CA that signed the server (env VIMARK_CA)",
+    )
+    tls.add_argument(
+        "--cert",
+        type=Path,
+        default=_env_path("VIMARK_CERT"),
+        metavar="FILE",
+        help="this client's certificate; it names the caller's role (env VIMARK_CERT)",
+    )
+    tls.add_argument(
+        "--key", type=Path, default=_env_path("VIMARK_KEY"), metavar="FILE", help="its private key (env VIMARK_KEY)"
+    )
+
+
+def _env_path(name: str) -> Path | None:
+    value = os.environ.get(name, "")
+    return Path(value) if value else None
 
 
 def connect(args: argparse.Namespace) -> VimarkClient:
-    return VimarkClient(args.server, timeout=args.timeout)
+    """A client for --server: over TLS with a client certificate given --ca --cert --key, else plaintext."""
+    given = [flag for flag, _ in TLS_FLAGS if getattr(args, flag, None) is not None]
+    if not given:
+        return VimarkClient(args.server, timeout=args.timeout)
+    if len(given) != len(TLS_FLAGS):
+        missing = [f"--{flag} (or {env})" for flag, env in TLS_FLAGS if flag not in given]
+        raise VimarkError(
+            f"TLS needs --ca, --cert and --key together; missing {', '.join(missing)}", reason="TLS_FILES"
+        )
+    return VimarkClient(args.server, timeout=args.timeout, credentials=tls_credentials(args.ca, args.cert, args.key))
 
 
 def emit(args: argparse.Namespace, message: Message, human: str) -> None:

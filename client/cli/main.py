@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from vimark.client.cli import marks, serve, vehicles
+from vimark.client.cli import audit, marks, pki, serve, vehicles
 from vimark.client.errors import VimarkError
 
 
@@ -19,6 +19,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.register(commands)
     marks.register(commands)
     vehicles.register(commands)
+    audit.register(commands)
+    pki.register(commands)
     return parser
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 from types import FrameType
 
 from vimark.client.cli.common import dump
+from vimark.client.errors import VimarkError
 
 DEFAULT_DB = "sqlite:///vimark.db"
 DEFAULT_KEYS = Path("vimark-keys")
@@ -36,11 +37,35 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     p.add_argument(
         "--demo", default=0, type=int, metavar="N", help="seed N synthetic vehicles with marks into an empty database"
     )
+    tls = p.add_argument_group("TLS (production): callers present client certificates naming their role")
+    tls.add_argument("--tls-cert", type=Path, metavar="F", help="the server's certificate chain (PEM)")
+    tls.add_argument("--tls-key", type=Path, metavar="F", help="the server's private key (PEM)")
+    tls.add_argument("--client-ca", type=Path, metavar="F", help="the CA that signs callers' certificates (PEM)")
+    tls.add_argument(
+        "--client-crl",
+        type=Path,
+        metavar="F",
+        help="revoked caller certificates (PEM CRL), re-read when it changes (default: crl.pem beside --client-ca)",
+    )
+    tls.add_argument(
+        "--rate-limit",
+        action="append",
+        default=[],
+        metavar="ROLE=RATE/BURST",
+        help="per-caller token bucket for a role, e.g. public=0.5/10 (defaults: see docs/security.md)",
+    )
     p.add_argument(
         "--role",
-        default="police",
-        choices=("police", "public", "partner", "issuer", "operator"),
-        help="development mode: the role every caller gets (default police)",
+        default="any",
+        choices=("any", "police", "public", "partner", "issuer", "operator"),
+        help="development mode only: the role every caller gets (default any: every RPC, full view)",
+    )
+    p.add_argument(
+        "--workers",
+        default=1,
+        type=int,
+        metavar="N",
+        help="server processes sharing the port (SO_REUSEPORT); worker i serves metrics on --metrics-port + i",
     )
     p.add_argument(
         "--presentation-lifetime",
@@ -103,11 +128,24 @@ def manage_keys(args: argparse.Namespace) -> int:
 
 
 def serve(args: argparse.Namespace) -> int:
-    from vimark.server.app import ServerConfig, VimarkServer
+    from vimark.server.app import ServerConfig, TlsConfig, VimarkServer
     from vimark.server.keys import KeyDirectory
+    from vimark.server.limits import DEFAULT_RATES, Rate
     from vimark.server.views import Role
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    tls_files = (args.tls_cert, args.tls_key, args.client_ca)
+    if any(tls_files) and not all(tls_files):
+        raise VimarkError("TLS needs all three of --tls-cert, --tls-key and --client-ca", reason="USAGE")
+    if args.workers < 1:
+        raise VimarkError("--workers must be at least 1", reason="USAGE")
+    rates = dict(DEFAULT_RATES)
+    for item in args.rate_limit:
+        role, _, rate = item.partition("=")
+        try:
+            rates[Role(role)] = Rate.parse(rate)
+        except ValueError as exc:
+            raise VimarkError(f"--rate-limit {item}: {exc}", reason="USAGE") from None
     directory = KeyDirectory(args.keys)
     if not directory.exists():
         directory.init()
@@ -116,19 +154,26 @@ def serve(args: argparse.Namespace) -> int:
         db_url=args.db,
         keys_dir=args.keys,
         listen=args.listen,
-        dev_role=Role(args.role),
+        tls=TlsConfig(args.tls_cert, args.tls_key, args.client_ca, args.client_crl) if all(tls_files) else None,
+        dev_role=None if args.role == "any" else Role(args.role),
+        rate_limits=rates,
         metrics_port=args.metrics_port,
         presentation_lifetime=dt.timedelta(seconds=args.presentation_lifetime),
         demo_vehicles=args.demo,
         shutdown_delay=args.shutdown_delay,
     )
+    if config.tls is None:
+        logging.warning(
+            "DEVELOPMENT MODE: plaintext gRPC on %s, loopback only, no client authentication; every caller is "
+            "treated as role %r. Production serves TLS: --tls-cert, --tls-key, --client-ca (see `vimark pki`)",
+            args.listen,
+            args.role,
+        )
+    if args.workers > 1:
+        from vimark.server.workers import run_workers
+
+        return run_workers(config, args.workers, grace=10)
     server = VimarkServer(config)
-    logging.warning(
-        "DEVELOPMENT MODE: plaintext gRPC on %s, loopback only, no client authentication; every caller is "
-        "treated as role %r",
-        args.listen,
-        args.role,
-    )
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
         logging.info("signal %d: draining in-flight calls", signum)
@@ -139,8 +184,9 @@ def serve(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, on_signal)
     server.start()
     logging.info(
-        "vimark listening on port %d (metrics: %s); health says NOT_SERVING until the index is loaded",
+        "vimark listening on port %d (%s; metrics: %s); health says NOT_SERVING until the index is loaded",
         server.port,
+        "TLS, client certificates required" if config.tls else "plaintext",
         server.metrics_port or "off",
     )
     server.wait()

@@ -1,0 +1,147 @@
+"""Issue/s in-process: Issuer + index catch-up (what the Issue handler does, without gRPC).
+
+    python -m vimark.load.issue_rate [--seconds 5] [--runs 3] [--threads 1 16] [--db sqlite postgresql]
+
+Each run uses a fresh database (a SQLite file in a temporary directory, or a fresh PostgreSQL
+database at $VIMARK_TEST_POSTGRES) with 2,000 registered vehicles; every thread issues
+REDOWNLOAD marks for its own vehicles. Prints the median Issue/s of the runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import statistics
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from sqlalchemy import create_engine, text
+
+from vimark.client.domain import BLOCKS_ISSUE_MASK, china_date
+from vimark.server import rules
+from vimark.server.demo import demo_vehicles
+from vimark.server.index import ValidityIndex
+from vimark.server.issuer import IssueCommand, Issuer
+from vimark.server.keys import KeyDirectory
+from vimark.server.metrics import Metrics
+from vimark.server.store import Store
+from vimark.server.sync import IndexSync, KeyWatcher
+from vimark.v1 import certificate_pb2
+
+POSTGRES = os.environ.get("VIMARK_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+VEHICLES = 2000
+
+
+def _clock() -> dt.datetime:
+    return dt.datetime(2026, 11, 25, 2, 0, tzinfo=dt.UTC)
+
+
+@contextmanager
+def _database(kind: str, workdir: Path) -> Iterator[str]:
+    if kind == "sqlite":
+        yield f"sqlite:///{workdir / f'issue-{uuid.uuid4().hex[:8]}.db'}"
+        return
+    admin = create_engine(POSTGRES, isolation_level="AUTOCOMMIT")
+    name = f"vimark_rate_{uuid.uuid4().hex[:12]}"
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield POSTGRES.rsplit("/", 1)[0] + "/" + name
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+def run_once(kind: str, threads: int, seconds: float, workdir: Path, keys: KeyWatcher) -> float:
+    with _database(kind, workdir) as url:
+        store = Store(url)
+        try:
+            today = china_date(_clock())
+            vehicles = [
+                v
+                for v in demo_vehicles(VEHICLES, today)
+                if rules.within_validity(v.valid_until, today) and not v.status_bits & BLOCKS_ISSUE_MASK
+            ]
+            for start in range(0, len(vehicles), 1000):
+                store.upsert_vehicles(vehicles[start : start + 1000])
+            sync = IndexSync(store, ValidityIndex(), Metrics())
+            sync.load()
+            issuer = Issuer(store, keys.signer, _clock)
+            logged = hasattr(issuer, "issue_logged")
+            stop = threading.Event()
+            counts = [0] * threads
+            errors: list[BaseException] = []
+
+            def work(t: int) -> None:
+                mine = vehicles[t::threads]
+                i = 0
+                try:
+                    while not stop.is_set():
+                        v = mine[i % len(mine)]
+                        command = IssueCommand(
+                            f"rate-{t}-{i}",
+                            v.plate_type,
+                            v.plate_number,
+                            v.vin,
+                            certificate_pb2.ISSUE_REASON_REDOWNLOAD,
+                            None,
+                            "",
+                        )
+                        if logged:
+                            issued = issuer.issue_logged(command)
+                            sync.catch_up(at_least=issued.change_id)
+                        else:
+                            issuer.issue(command)
+                            sync.catch_up()
+                        i += 1
+                        counts[t] = i
+                except BaseException as exc:  # reported below: a failed run is not a figure
+                    errors.append(exc)
+
+            workers = [threading.Thread(target=work, args=(t,)) for t in range(threads)]
+            started = time.perf_counter()
+            for w in workers:
+                w.start()
+            time.sleep(seconds)
+            done_at = sum(counts)
+            elapsed = time.perf_counter() - started
+            stop.set()
+            for w in workers:
+                w.join()
+            if errors:
+                raise errors[0]
+            return done_at / elapsed
+        finally:
+            store.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--threads", type=int, nargs="+", default=[1, 16])
+    parser.add_argument("--db", nargs="+", default=["sqlite", "postgresql"], choices=["sqlite", "postgresql"])
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        workdir = Path(tmp)
+        KeyDirectory(workdir / "keys", _clock).init()
+        keys = KeyWatcher(KeyDirectory(workdir / "keys", _clock))
+        for kind in args.db:
+            for threads in args.threads:
+                rates = [run_once(kind, threads, args.seconds, workdir, keys) for _ in range(args.runs)]
+                print(
+                    f"{kind:10} threads={threads:<3} Issue/s median {statistics.median(rates):7.0f}"
+                    f"  (runs: {', '.join(f'{r:.0f}' for r in rates)})",
+                    flush=True,
+                )
+
+
+if __name__ == "__main__":
+    main()

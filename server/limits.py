@@ -1,0 +1,85 @@
+"""Per-caller rate limits: a token bucket for each caller id, its size and refill set by role.
+
+A call costs one token (a VerifyBatch one per certificate). An empty bucket answers
+RESOURCE_EXHAUSTED with the delay after which the call would be accepted.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+from vimark.client.errors import ResourceExhausted
+from vimark.server.auth import Caller
+from vimark.server.views import Role
+
+
+@dataclass(frozen=True)
+class Rate:
+    per_second: float  # sustained tokens per second
+    burst: float  # bucket size: what a caller may spend at once after being idle
+
+    @classmethod
+    def parse(cls, text: str) -> Rate:
+        """'RATE/BURST', e.g. '20/200'."""
+        try:
+            rate, burst = (float(part) for part in text.split("/"))
+        except ValueError:
+            raise ValueError(f"{text!r}: give RATE/BURST, e.g. 20/200") from None
+        if rate <= 0 or burst < 1:
+            raise ValueError(f"{text!r}: the rate must be positive and the burst at least 1")
+        return cls(rate, burst)
+
+
+# Defaults per caller (one certificate). A terminal scans a car every few seconds at most; the
+# public app checks the car in front of it, so 10 checks at once then one every 2 s; partners and
+# stations are systems with contracts. docs/security.md works out what they mean for enumeration.
+DEFAULT_RATES: Mapping[Role, Rate] = {
+    Role.POLICE: Rate(20, 1000),  # the burst allows one full VerifyBatch
+    Role.PUBLIC: Rate(0.5, 10),
+    Role.PARTNER: Rate(2000, 5000),
+    Role.ISSUER: Rate(500, 2000),
+    Role.OPERATOR: Rate(1000, 5000),
+}
+_MAX_BUCKETS = 200_000  # beyond this, buckets that have refilled completely are forgotten
+
+
+class RateLimiter:
+    def __init__(self, rates: Mapping[Role, Rate], clock: Callable[[], float] = time.monotonic) -> None:
+        self.rates = dict(rates)
+        self._clock = clock
+        self._buckets: dict[str, tuple[float, float]] = {}  # caller id -> (tokens, at)
+        self._lock = threading.Lock()
+
+    def take(self, caller: Caller, cost: int = 1) -> None:
+        """Spend `cost` tokens of the caller's bucket, or raise ResourceExhausted."""
+        rate = self.rates.get(caller.role)
+        if rate is None:
+            return
+        if cost > rate.burst:
+            raise ResourceExhausted(
+                f"a call of {cost} items exceeds the {caller.role.value} burst of {rate.burst:g}: send smaller batches",
+                retry_after=0.0,
+            )
+        now = self._clock()
+        with self._lock:
+            tokens, at = self._buckets.get(caller.caller_id, (rate.burst, now))
+            tokens = min(rate.burst, tokens + (now - at) * rate.per_second)
+            if tokens < cost:
+                self._buckets[caller.caller_id] = (tokens, now)
+                wait = (min(cost, rate.burst) - tokens) / rate.per_second
+                raise ResourceExhausted(
+                    f"rate limit of {caller.role.value} caller {caller.caller_id}: {rate.per_second:g}/s, "
+                    f"bursts of {rate.burst:g}; retry in {wait:.2f} s",
+                    retry_after=wait,
+                )
+            self._buckets[caller.caller_id] = (tokens - cost, now)
+            if len(self._buckets) > _MAX_BUCKETS:
+                self._forget_full(now)
+
+    def _forget_full(self, now: float) -> None:
+        """A bucket idle long enough to be full again is the same as no bucket at all."""
+        idle = max(r.burst / r.per_second for r in self.rates.values())
+        self._buckets = {k: v for k, v in self._buckets.items() if now - v[1] < idle}

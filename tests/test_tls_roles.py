@@ -1,0 +1,226 @@
+"""The server over real TLS: callers are named by client certificates from `vimark pki`; each RPC
+admits its roles; each role sees only its fields; a revoked terminal is cut off at its next call;
+rate limits answer RESOURCE_EXHAUSTED with a retry delay; police and partner queries are audited."""
+
+from __future__ import annotations
+
+import re
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from test_cli_walkthrough import free_port
+
+from conftest import MovableClock, start_server, vehicle
+from vimark.client.errors import PermissionDenied, ResourceExhausted, Unauthenticated, Unavailable
+from vimark.client.sdk import VimarkClient, tls_credentials
+from vimark.server import pki
+from vimark.server.app import TlsConfig, VimarkServer
+from vimark.server.limits import DEFAULT_RATES, Rate
+from vimark.server.store import Store
+from vimark.server.views import Role
+from vimark.v1 import certificate_pb2 as cpb
+from vimark.v1 import mark_service_pb2 as pb
+
+PLATE = {"plate_number": "闽C12345", "plate_type": "02"}
+CALLERS = {
+    Role.POLICE: "TX-0001",
+    Role.PUBLIC: "app-7",
+    Role.PARTNER: "insurer-3",
+    Role.ISSUER: "station-12",
+    Role.OPERATOR: "ops-1",
+}
+
+
+@pytest.fixture
+def pki_dir(tmp_path: Path) -> Path:
+    directory = tmp_path / "pki"
+    pki.init(directory)
+    for role, caller_id in CALLERS.items():
+        pki.issue(directory, role, caller_id)
+    pki.issue(directory, Role.POLICE, "TX-0002")
+    return directory
+
+
+@pytest.fixture
+def tls_server(sqlite_url: str, keys_dir: Path, clock: MovableClock, pki_dir: Path) -> Iterator[VimarkServer]:
+    rates = {**DEFAULT_RATES, Role.PUBLIC: Rate(0.5, 10)}
+    tls = TlsConfig(pki_dir / "server.pem", pki_dir / "server.key", pki_dir / "ca.pem")
+    server = start_server(sqlite_url, keys_dir, clock, tls=tls, rate_limits=rates, metrics_port=free_port())
+    yield server
+    server.stop(grace=1)
+
+
+Connect = Callable[..., VimarkClient]
+
+
+@pytest.fixture
+def connect(tls_server: VimarkServer, pki_dir: Path) -> Iterator[Connect]:
+    opened: list[VimarkClient] = []
+
+    def open_as(role: Role, caller_id: str | None = None) -> VimarkClient:
+        name = f"{role.value}-{caller_id or CALLERS[role]}"
+        credentials = tls_credentials(pki_dir / "ca.pem", pki_dir / f"{name}.pem", pki_dir / f"{name}.key")
+        client = VimarkClient(f"127.0.0.1:{tls_server.port}", timeout=10, credentials=credentials)
+        opened.append(client)
+        return client
+
+    yield open_as
+    for client in opened:
+        client.close()
+
+
+@pytest.fixture
+def mark(connect: Connect, tls_server: VimarkServer) -> pb.IssueResponse:
+    connect(Role.OPERATOR).upsert_vehicles([vehicle(registered_on="2026-11-02")])
+    return connect(Role.ISSUER).issue(request_id="reg-1", reason=cpb.ISSUE_REASON_REGISTRATION, **PLATE)
+
+
+# Who may call what, as the issue states it (Present: the systems that act for the owner).
+EXPECTED = {
+    "issue": {Role.ISSUER},
+    "verify": set(Role),
+    "verify_batch": {Role.POLICE, Role.PARTNER},
+    "lookup": {Role.POLICE, Role.PARTNER},
+    "present": {Role.ISSUER, Role.OPERATOR},
+    "trust_list": set(Role),
+    "upsert_vehicles": {Role.OPERATOR},
+    "set_status": {Role.OPERATOR},
+    "revoke_mark": {Role.OPERATOR},
+}
+
+
+def call(client: VimarkClient, rpc: str, mark: pb.IssueResponse) -> object:
+    calls: dict[str, Callable[[], object]] = {
+        "issue": lambda: client.issue(request_id="reg-1", reason=cpb.ISSUE_REASON_REGISTRATION, **PLATE),
+        "verify": lambda: client.verify(mark.qr_text),
+        "verify_batch": lambda: client.verify_batch([mark.qr_text]),
+        "lookup": lambda: client.lookup(**PLATE),
+        "present": lambda: client.present(**PLATE),
+        "trust_list": lambda: client.trust_list(),
+        "upsert_vehicles": lambda: client.upsert_vehicles([vehicle(registered_on="2026-11-02")]),
+        "set_status": lambda: client.set_status(**PLATE, status_codes="A"),
+        "revoke_mark": lambda: client.revoke_mark(10**15, "no such mark"),
+    }
+    return calls[rpc]()
+
+
+@pytest.mark.parametrize("role", list(Role), ids=lambda r: r.value)
+def test_each_rpc_admits_exactly_its_roles(role: Role, connect: Connect, mark: pb.IssueResponse) -> None:
+    client = connect(role)
+    for rpc, allowed in EXPECTED.items():
+        if role in allowed:
+            try:
+                call(client, rpc, mark)
+            except PermissionDenied:
+                pytest.fail(f"{role.value} was refused {rpc}")
+            except Exception as exc:  # allowed through the gate; the call itself may still be refused
+                assert not isinstance(exc, (Unauthenticated, ResourceExhausted)), (rpc, exc)
+        else:
+            with pytest.raises(PermissionDenied, match=role.value):
+                call(client, rpc, mark)
+
+
+def test_police_see_full_status(connect: Connect, mark: pb.IssueResponse) -> None:
+    seen = connect(Role.POLICE).verify(mark.qr_text)
+    assert seen.verdict == pb.VERDICT_VALID and seen.vin and seen.serial == mark.serial
+    assert [s.code for s in seen.status_codes] == ["A"] and seen.current_serial == mark.serial
+    looked = connect(Role.POLICE).lookup(**PLATE)
+    assert looked.vin and [s.code for s in looked.status_codes] == ["A"]
+
+
+def test_partner_sees_validity_but_no_status_codes(connect: Connect, mark: pb.IssueResponse) -> None:
+    partner = connect(Role.PARTNER)
+    seen = partner.verify(mark.qr_text)
+    assert seen.verdict == pb.VERDICT_VALID and seen.within_validity and seen.valid_until == "2028-11"
+    for absent in ("status_codes", "current_serial", "police_alert", "overdue_cycles", "scrapping_due"):
+        assert not getattr(seen, absent), absent
+    looked = partner.lookup(**PLATE)
+    assert looked.within_validity and looked.valid_until == "2028-11"
+    for absent in ("vin", "status_codes", "police_alert", "overdue_cycles", "scrapping_due"):
+        assert not getattr(looked, absent), absent
+    assert not partner.trust_list().seal_keys
+
+
+def test_public_sees_valid_plate_and_month_only(connect: Connect, mark: pb.IssueResponse) -> None:
+    seen = connect(Role.PUBLIC).verify(mark.qr_text)
+    assert (seen.verdict, seen.plate_number, seen.valid_until) == (pb.VERDICT_VALID, "闽C12345", "2028-11")
+    assert not seen.HasField("issued_time")
+    for absent in ("serial", "vin", "status_codes", "current_serial", "key_id", "within_validity", "presentation"):
+        assert not getattr(seen, absent), absent
+
+
+def test_a_revoked_terminal_is_refused_at_its_next_call(
+    connect: Connect, mark: pb.IssueResponse, pki_dir: Path
+) -> None:
+    lost, other = connect(Role.POLICE), connect(Role.POLICE, "TX-0002")
+    assert lost.verify(mark.qr_text).verdict == pb.VERDICT_VALID
+    pki.revoke(pki_dir, Role.POLICE, "TX-0001")
+    with pytest.raises(Unauthenticated, match="revoked"):
+        lost.verify(mark.qr_text)  # the same open channel: no new handshake is needed to cut it off
+    assert other.verify(mark.qr_text).verdict == pb.VERDICT_VALID
+
+
+def test_a_caller_without_a_certificate_never_reaches_an_rpc(tls_server: VimarkServer, pki_dir: Path) -> None:
+    # gRPC Python can only require a client certificate at the handshake, so the refusal comes
+    # before any RPC (UNAVAILABLE: the connection is closed), never an answer.
+    credentials = tls_credentials(pki_dir / "ca.pem")
+    with VimarkClient(f"127.0.0.1:{tls_server.port}", timeout=3, credentials=credentials) as anonymous:
+        with pytest.raises(Unavailable):
+            anonymous.trust_list()
+
+
+def test_public_rate_limit_answers_resource_exhausted_with_a_retry_delay(
+    connect: Connect, mark: pb.IssueResponse, tls_server: VimarkServer
+) -> None:
+    app = connect(Role.PUBLIC)
+    verdicts = [app.verify(mark.qr_text).verdict for _ in range(10)]  # the burst
+    assert set(verdicts) == {pb.VERDICT_VALID}
+    with pytest.raises(ResourceExhausted) as refused:
+        app.verify(mark.qr_text)
+    assert 0 < refused.value.retry_after <= 2.0  # one token at 0.5/s
+    assert connect(Role.POLICE).verify(mark.qr_text).verdict == pb.VERDICT_VALID  # buckets are per caller
+    assert 'vimark_rate_limited_total{role="public"} 1.0' in scrape(tls_server)
+
+
+def scrape(server: VimarkServer) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{server.metrics_port}/metrics", timeout=5) as response:
+        return str(response.read().decode())
+
+
+def test_police_and_partner_queries_are_audited_and_the_public_is_not(
+    connect: Connect, mark: pb.IssueResponse, tls_server: VimarkServer, sqlite_url: str
+) -> None:
+    connect(Role.POLICE).verify(mark.qr_text)
+    connect(Role.PARTNER).verify_batch([mark.qr_text, "VM1:garbage"])
+    connect(Role.PARTNER).lookup(**PLATE)
+    connect(Role.PUBLIC).verify(mark.qr_text)
+    text = scrape(tls_server)
+    assert re.search(r"^vimark_audit_backlog \S+$", text, re.MULTILINE)
+    tls_server.stop(grace=1)  # flushes the audit buffer; the fixture's second stop is harmless
+    store = Store(sqlite_url)
+    try:
+        events = [(e.caller_id, e.role, e.rpc, e.plate_number, e.verdict) for e in store.audit_events()]
+    finally:
+        store.close()
+    assert events == [
+        ("TX-0001", "police", "Verify", "闽C12345", "VERDICT_VALID"),
+        ("insurer-3", "partner", "VerifyBatch", "闽C12345", "VERDICT_VALID"),
+        ("insurer-3", "partner", "VerifyBatch", "", "VERDICT_MALFORMED"),
+        ("insurer-3", "partner", "LookupVehicleStatus", "闽C12345", "FOUND"),
+    ]
+
+
+def test_tls_server_listens_beyond_loopback_but_development_mode_does_not(
+    sqlite_url: str, keys_dir: Path, clock: MovableClock, pki_dir: Path
+) -> None:
+    from vimark.client.errors import VimarkError
+    from vimark.server.app import ServerConfig
+
+    with pytest.raises(VimarkError, match="loopback"):
+        VimarkServer(ServerConfig(db_url=sqlite_url, keys_dir=keys_dir, listen="0.0.0.0:0"))
+    tls = TlsConfig(pki_dir / "server.pem", pki_dir / "server.key", pki_dir / "ca.pem")
+    server = VimarkServer(ServerConfig(db_url=sqlite_url, keys_dir=keys_dir, listen="0.0.0.0:0", tls=tls))
+    assert server.port > 0
+    server.stop(grace=0)
