@@ -45,6 +45,8 @@ _SEAL_HEADER = struct.Struct(">BH12s")
 
 IssueReason = certificate_pb2.IssueReason
 Presentation = certificate_pb2.Presentation
+_REASONS = frozenset(IssueReason.values()[1:])  # every named value but _UNSPECIFIED
+_PRESENTATIONS = frozenset(Presentation.values()[1:])
 
 
 class MalformedCertificate(CertificateError):
@@ -104,7 +106,7 @@ class CertificateBody:
         plate_type = f"{message.plate_type:02d}"
         if plate_type not in PLATE_TYPES or not message.serial or not message.plate_number:
             raise MalformedCertificate("certificate body lacks a serial, a plate or a known plate type")
-        if message.reason not in IssueReason.values()[1:] or message.presentation not in Presentation.values()[1:]:
+        if message.reason not in _REASONS or message.presentation not in _PRESENTATIONS:
             raise MalformedCertificate("certificate body names an unknown issue reason or presentation")
         if not (
             _FIRST_MONTH <= message.valid_until_month <= _LAST_MONTH

@@ -1,10 +1,14 @@
-"""Issue/s in-process: Issuer + index catch-up (what the Issue handler does, without gRPC).
+"""Issue/s in-process (Issuer + index catch-up: what the Issue handler does, without gRPC), or
+through a real `vimark serve` process (`--via grpc`).
 
-    python -m vimark.load.issue_rate [--seconds 5] [--runs 3] [--threads 1 16] [--db sqlite postgresql]
+    python -m load.issue_rate [--seconds 5] [--runs 3] [--threads 1 16] [--db sqlite postgresql]
+    python -m load.issue_rate --via grpc [--seconds 5] [--runs 3] [--threads 1 16 64] [--db ...]
 
 Each run uses a fresh database (a SQLite file in a temporary directory, or a fresh PostgreSQL
-database at $VIMARK_TEST_POSTGRES) with 2,000 registered vehicles; every thread issues
-REDOWNLOAD marks for its own vehicles. Prints the median Issue/s of the runs.
+database at $VIMARK_TEST_POSTGRES) with 2,000 registered vehicles. In-process, every thread
+issues REDOWNLOAD marks for its own vehicles. Through gRPC, the server seeds them (`--demo`) and
+load/loadgen.py (what load/bench.py's issue benchmarks use: one process per core, grpc.aio)
+keeps `threads` REDOWNLOAD calls in flight in all (load/bench.py: 32 per core). Prints the median Issue/s of the runs.
 """
 
 from __future__ import annotations
@@ -12,7 +16,11 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import os
+import pickle
+import shutil
 import statistics
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -23,6 +31,7 @@ from pathlib import Path
 
 from sqlalchemy import create_engine, text
 
+from load import loadgen
 from vimark.client.domain import BLOCKS_ISSUE_MASK, china_date
 from vimark.server import rules
 from vimark.server.demo import demo_vehicles
@@ -122,12 +131,50 @@ def run_once(kind: str, threads: int, seconds: float, workdir: Path, keys: KeyWa
             store.close()
 
 
+def run_grpc(kind: str, in_flight: int, seconds: float, workdir: Path) -> float:
+    """One `vimark serve --demo` process on a fresh database, loaded by load/loadgen.py with
+    `in_flight` calls in flight in all (load/bench.py keeps 32 per core)."""
+    from load.bench import free_port, serve
+
+    with _database(kind, workdir) as url:
+        target = f"127.0.0.1:{free_port()}"
+        exe = shutil.which("vimark")
+        base = [exe] if exe else [sys.executable, "-c", "from vimark.client.cli.main import main; main()"]
+        command = [*base, "serve", "--db", url, "--keys", str(workdir / "keys"), "--listen", target]
+        command += ["--metrics-port", "0", "--role", "issuer", "--shutdown-delay", "0", "--demo", str(VEHICLES)]
+        with serve(command, target, workdir / f"serve-{uuid.uuid4().hex[:8]}.log") as served:
+            # The vehicles seed_demo gave a mark (its clock is the real one): a REDOWNLOAD succeeds for each.
+            today = china_date(dt.datetime.now(dt.UTC))
+            plates = [
+                (v.plate_type, v.plate_number)
+                for v in demo_vehicles(VEHICLES, today)
+                if rules.within_validity(v.valid_until, today) and not v.status_bits & BLOCKS_ISSUE_MASK
+            ]
+            source = workdir / f"issue-{uuid.uuid4().hex[:8]}.pickle"
+            tag = f"rate-{uuid.uuid4().hex[:8]}"
+            source.write_bytes(pickle.dumps(loadgen.IssueSource(plates, tag, certificate_pb2.ISSUE_REASON_REDOWNLOAD)))
+            processes = min(in_flight, os.cpu_count() or 1)
+            load = loadgen.Load(
+                target, "Issue", source, seconds, warmup=1.0, processes=processes, concurrency=in_flight // processes
+            )
+            result = loadgen.run(load)
+        if result.errors:
+            raise RuntimeError(f"Issue errors over gRPC: {dict(result.errors)}")
+        return result.rate
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 16])
     parser.add_argument("--db", nargs="+", default=["sqlite", "postgresql"], choices=["sqlite", "postgresql"])
+    parser.add_argument(
+        "--via",
+        default="inprocess",
+        choices=["inprocess", "grpc"],
+        help="grpc: through a `vimark serve` process; --threads is then the calls in flight in all",
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
@@ -135,9 +182,12 @@ def main() -> None:
         keys = KeyWatcher(KeyDirectory(workdir / "keys", _clock))
         for kind in args.db:
             for threads in args.threads:
-                rates = [run_once(kind, threads, args.seconds, workdir, keys) for _ in range(args.runs)]
+                if args.via == "grpc":
+                    rates = [run_grpc(kind, threads, args.seconds, workdir) for _ in range(args.runs)]
+                else:
+                    rates = [run_once(kind, threads, args.seconds, workdir, keys) for _ in range(args.runs)]
                 print(
-                    f"{kind:10} threads={threads:<3} Issue/s median {statistics.median(rates):7.0f}"
+                    f"{kind:10} {args.via} threads={threads:<3} Issue/s median {statistics.median(rates):7.0f}"
                     f"  (runs: {', '.join(f'{r:.0f}' for r in rates)})",
                     flush=True,
                 )

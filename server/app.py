@@ -30,6 +30,7 @@ from vimark.client.errors import Unavailable, VimarkError
 from vimark.server import rules
 from vimark.server.audit import AuditLog
 from vimark.server.auth import Authenticator, CertificateAuth, DevAuth, server_credentials
+from vimark.server.batcher import SignatureEngine
 from vimark.server.demo import seed_demo
 from vimark.server.index import ValidityIndex
 from vimark.server.issuer import Issuer
@@ -147,7 +148,9 @@ class VimarkServer:
         self.index = ValidityIndex()
         self.sync = IndexSync(self.store, self.index, self.metrics)
         self.issuer = Issuer(self.store, self.keys.signer, config.clock, config.rule_config)
-        self.verifier = Verifier(self.index, self.keys, config.clock, config.rule_config)
+        # Signatures of VerifyBatch are checked on worker threads (libsodium releases the GIL).
+        self.signatures = SignatureEngine(observe=self.metrics.signature_batch_size.observe)
+        self.verifier = Verifier(self.index, self.keys, config.clock, config.rule_config, signatures=self.signatures)
         self.audit = AuditLog(self.store, self.metrics)
         self.health = health.HealthServicer()
         self._stop = threading.Event()
@@ -220,6 +223,7 @@ class VimarkServer:
             self.metrics_port = http.server_port
             self._http = http
         self.audit.start()
+        self.signatures.start()
         self.server.start()
         self._spawn(self._load_then_tail, "vimark-index")
 
@@ -282,6 +286,7 @@ class VimarkServer:
         time.sleep(self.config.shutdown_delay)
         self._stop.set()
         self.server.stop(grace).wait()
+        self.signatures.stop()
         for thread in self._threads:
             thread.join(timeout=5)
         self.audit.close()  # what drained calls recorded is written before the store closes

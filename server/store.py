@@ -10,7 +10,9 @@ lock last (`_log_changes` is the final statement of every write transaction).
 
 Issues are group-committed: concurrent calls share one transaction (`Store.issue`), which locks
 all its vehicles in one statement in id order, writes every mark, then logs every change; so
-the lock order above holds for a group as for a single write.
+the lock order above holds for a group as for a single write. The group's statements go to the
+DBAPI driver directly (`_Sql`): SQLAlchemy's work per statement (cache keys, IN-list expansion,
+result processing) was most of an Issue's time, and a group is one writer's critical section.
 """
 
 from __future__ import annotations
@@ -37,7 +39,6 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
-    bindparam,
     create_engine,
     event,
     func,
@@ -198,26 +199,83 @@ class _IssueJob:
 
 # (mark, replayed, change id or None for a replay), or the exception its caller gets.
 _IssueOutcome = tuple[MarkRecord, bool, int | None] | BaseException
-_ISSUE_GROUP_MAX = 64  # Issues per group transaction
-# A vehicle's current mark, read in the same statement as the vehicle (columns prefixed m_).
-_CURRENT_MARK_COLUMNS = tuple(c.label(f"m_{c.name}") for c in MarkRow.__table__.c)
+# Issues per group transaction: bounds a group's statement sizes and the wait of its last caller.
+_ISSUE_GROUP_MAX = 64
+
+# The Issue path's statements, written once in qmark style (`_Sql` adapts them to the driver).
+_V_COLUMNS = (
+    "v.id, v.plate_type, v.plate_number, v.vin, v.category, v.registered_on, v.seats, v.exemption_lost,"
+    " v.status_bits, v.valid_until, v.current_serial"
+)
+_M_COLUMNS = (
+    "m.serial, m.request_id, m.valid_until, m.reason, m.issued_at, m.valid_from, m.key_id, m.qr_text, m.revoked"
+)
+_MARK_INSERT = (
+    "INSERT INTO marks (serial, request_id, vehicle_id, valid_until, reason, issued_at, valid_from, inspected_on,"
+    " station_id, key_id, qr_text, revoked, revoked_reason) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_VEHICLE_MARKED = "UPDATE vehicles SET valid_until = ?, current_serial = ? WHERE id = ?"
 
 
-def _current_mark(row: Row[Any] | Any, vehicle: VehicleRecord) -> MarkRecord:
+def _marks(n: int) -> str:
+    return ", ".join("?" * n)
+
+
+class _Sql:
+    """The driver's dialect for the Issue path's statements: its placeholder, how it stores a
+    date, and its exception classes (a raw cursor raises the driver's, not SQLAlchemy's)."""
+
+    def __init__(self, engine: Engine, is_sqlite: bool) -> None:
+        dbapi = engine.dialect.loaded_dbapi
+        self.is_sqlite = is_sqlite
+        self.OperationalError: type[Exception] = dbapi.OperationalError
+        self.IntegrityError: type[Exception] = dbapi.IntegrityError
+
+    def text(self, statement: str) -> str:
+        # sqlite3 takes qmark parameters, psycopg format ones (no statement here contains a ? or a %).
+        return statement if self.is_sqlite else statement.replace("?", "%s")
+
+    def date_in(self, value: Any) -> dt.date:
+        # SQLAlchemy stores a Date on SQLite as ISO text (YYYY-MM-DD); psycopg returns a date.
+        return dt.date.fromisoformat(value) if self.is_sqlite else value  # type: ignore[no-any-return]
+
+    def date_out(self, value: dt.date | None) -> Any:
+        return value.isoformat() if self.is_sqlite and value is not None else value
+
+
+def _raw_vehicle(r: Sequence[Any], sql: _Sql) -> VehicleRecord:
+    """A vehicle from the first 11 columns of a row (`_V_COLUMNS`)."""
+    return VehicleRecord(
+        vehicle_id=r[0],
+        plate_type=r[1],
+        plate_number=r[2],
+        vin=r[3],
+        category=VehicleCategory(r[4]),
+        registered_on=sql.date_in(r[5]),
+        seats=r[6],
+        exemption_lost=bool(r[7]),
+        status_bits=r[8],
+        valid_until=r[9],
+        current_serial=r[10],
+    )
+
+
+def _raw_mark(m: Sequence[Any], vehicle_id: int, plate: tuple[str, str, str], sql: _Sql) -> MarkRecord:
+    """A mark from the `_M_COLUMNS` of a row; `plate` is its vehicle's (plate type, plate number, VIN)."""
     return MarkRecord(
-        serial=row.m_serial,
-        vehicle_id=vehicle.vehicle_id,
-        plate_type=vehicle.plate_type,
-        plate_number=vehicle.plate_number,
-        vin=vehicle.vin,
-        valid_until=row.m_valid_until,
-        reason=row.m_reason,
-        issued_at=dt.datetime.fromtimestamp(row.m_issued_at, dt.UTC),
-        valid_from=row.m_valid_from,
-        key_id=row.m_key_id,
-        qr_text=row.m_qr_text,
-        request_id=row.m_request_id,
-        revoked=row.m_revoked,
+        serial=m[0],
+        vehicle_id=vehicle_id,
+        plate_type=plate[0],
+        plate_number=plate[1],
+        vin=plate[2],
+        valid_until=m[2],
+        reason=m[3],
+        issued_at=dt.datetime.fromtimestamp(m[4], dt.UTC),
+        valid_from=sql.date_in(m[5]),
+        key_id=m[6],
+        qr_text=m[7],
+        request_id=m[1],
+        revoked=bool(m[8]),
     )
 
 
@@ -255,6 +313,7 @@ class Store:
                     "tcp_user_timeout": 10_000,  # ms
                 },
             )
+        self._sql = _Sql(self.engine, self.is_sqlite)
         if migrate:
             self.migrate()
 
@@ -281,6 +340,10 @@ class Store:
             if getattr(exc.orig, "sqlstate", None) in _CONFLICT_STATES:
                 raise _Conflict(f"concurrent writers collided: {exc.orig}") from exc
             raise Unavailable(f"database unavailable: {exc.orig}") from exc
+        except self._sql.OperationalError as exc:  # from a driver cursor (the Issue path)
+            if getattr(exc, "sqlstate", None) in _CONFLICT_STATES:
+                raise _Conflict(f"concurrent writers collided: {exc}") from exc
+            raise Unavailable(f"database unavailable: {exc}") from exc
 
     @contextmanager
     def _write(self) -> Iterator[Connection]:
@@ -288,6 +351,30 @@ class Store:
             conn = conn.execution_options(vimark_write=True)
             with conn.begin():
                 yield conn
+
+    @contextmanager
+    def _cursor(self, *, write: bool = False) -> Iterator[Any]:
+        """A driver cursor on a pooled connection, for the hot paths (Issue and the index's tail of
+        the change log), which skip SQLAlchemy's Connection as they skip its statements. With
+        `write`, one transaction (BEGIN IMMEDIATE on SQLite, as `_write`), committed on leaving:
+        the commit has returned before the caller goes on."""
+        with self._guard():
+            raw = self.engine.raw_connection()  # the pool pings it first (pool_pre_ping)
+            try:
+                cursor = raw.cursor()
+                if write and self.is_sqlite:
+                    cursor.execute("BEGIN IMMEDIATE")
+                yield cursor
+                if write:
+                    raw.commit()
+            except BaseException as exc:
+                if isinstance(exc, self._sql.OperationalError):
+                    raw.invalidate()  # maybe a dead connection: never hand it out again
+                else:
+                    raw.rollback()
+                raise
+            finally:
+                raw.close()  # back to the pool, which rolls back whatever a read left open
 
     def _log_changes(
         self, conn: Connection, vehicle_ids: Sequence[int], revoked_serial: int | None = None
@@ -465,38 +552,38 @@ class Store:
         """One transaction for the whole group, in lock order:
         1. lock every vehicle of the group in one statement, in id order (as registry batches do),
            reading each one's current mark with it;
-        2. read the group's earlier marks (replays), after the locks;
+        2. read the group's earlier marks (replays), after the locks; on SQLite the next serial
+           and change id too (the only writer: BEGIN IMMEDIATE);
         3. per command: rules, a serial, the signature (no database: a refusal or error is that
-           command's outcome alone); then every new mark row, whole, in one INSERT under a
-           SAVEPOINT (if a concurrent server took a request_id, that statement is undone and the
+           command's outcome alone); then every new mark row, whole, in one batch under a
+           SAVEPOINT (if a concurrent server took a request_id, that batch is undone and the
            marks go in one SAVEPOINT each, so only that command is affected);
         4. the vehicles' new current marks, then the change-log rows (change-log lock last);
         5. commit; only then is any outcome returned."""
+        sql = self._sql
         outcomes: list[_IssueOutcome] = [NotFound("not run")] * len(jobs)
-        with self._write() as conn:
+        with self._cursor(write=True) as cursor:
             # 1. Both plate columns by IN (the plate index serves it); other pairs are dropped below.
+            types = sorted({j.plate_type for j in jobs})
+            numbers = sorted({j.plate_number for j in jobs})
             query = (
-                select(*_VEHICLE_COLUMNS, *_CURRENT_MARK_COLUMNS)
-                .outerjoin(MarkRow, MarkRow.serial == VehicleRow.current_serial)
-                .where(
-                    VehicleRow.plate_type.in_({j.plate_type for j in jobs}),
-                    VehicleRow.plate_number.in_({j.plate_number for j in jobs}),
-                )
-                .order_by(VehicleRow.id)
+                f"SELECT {_V_COLUMNS}, {_M_COLUMNS} FROM vehicles v LEFT JOIN marks m ON m.serial = v.current_serial"
+                f" WHERE v.plate_type IN ({_marks(len(types))}) AND v.plate_number IN ({_marks(len(numbers))})"
+                " ORDER BY v.id" + ("" if self.is_sqlite else " FOR UPDATE OF v")
             )
+            cursor.execute(sql.text(query), [*types, *numbers])
             vehicles: dict[tuple[str, str], VehicleRecord] = {}
             current: dict[int, MarkRecord] = {}
-            for r in conn.execute(query if self.is_sqlite else query.with_for_update(of=VehicleRow)):
-                vehicle = vehicles[(r.plate_type, r.plate_number)] = _vehicle(r)
-                if r.m_serial is not None:
-                    current[r.m_serial] = _current_mark(r, vehicle)
+            for r in cursor.fetchall():
+                vehicle = vehicles[(r[1], r[2])] = _raw_vehicle(r, sql)
+                if r[11] is not None:  # the joined mark's serial
+                    current[r[11]] = _raw_mark(r[11:], vehicle.vehicle_id, (r[1], r[2], r[3]), sql)
             # 2. Read after the row locks: a concurrent retry waited for the first attempt to
             # commit, and replays its mark instead of judging the rules a second time.
-            request_ids = {j.request_id for j in jobs}
-            marks = {m.request_id: m for m in self._marks_where(conn, MarkRow.request_id.in_(request_ids))}
+            marks = {m.request_id: m for m in self._marks_by_request_id(cursor, {j.request_id for j in jobs})}
+            serials, next_change_id = self._allocate_ids(cursor, len(jobs))
             # 3. In request_id order: concurrent groups insert (and wait on) request_ids in one order.
-            serials = self._allocate_serials(conn, len(jobs))
-            new: list[tuple[int, MarkRecord, dict[str, Any]]] = []  # (job position, mark, its row)
+            new: list[tuple[int, MarkRecord, tuple[Any, ...]]] = []  # (job position, mark, its row)
             for i in sorted(range(len(jobs)), key=lambda k: jobs[k].request_id):
                 job = jobs[i]
                 if job.request_id in marks:  # committed earlier, or earlier in this group
@@ -515,21 +602,21 @@ class Store:
                     outcomes[i] = exc
                     continue
                 issued_at = int(plan.issued_at.timestamp())
-                row = {
-                    "serial": serial,
-                    "request_id": job.request_id,
-                    "vehicle_id": vehicle.vehicle_id,
-                    "valid_until": plan.valid_until,
-                    "reason": plan.reason,
-                    "issued_at": issued_at,
-                    "valid_from": plan.valid_from,
-                    "inspected_on": plan.inspected_on,
-                    "station_id": plan.station_id,
-                    "key_id": key_id,
-                    "qr_text": qr_text,
-                    "revoked": False,
-                    "revoked_reason": "",
-                }
+                row = (
+                    serial,
+                    job.request_id,
+                    vehicle.vehicle_id,
+                    plan.valid_until,
+                    plan.reason,
+                    issued_at,
+                    sql.date_out(plan.valid_from),
+                    sql.date_out(plan.inspected_on),
+                    plan.station_id,
+                    key_id,
+                    qr_text,
+                    False,  # revoked
+                    "",  # revoked_reason
+                )
                 mark = MarkRecord(
                     serial=serial,
                     vehicle_id=vehicle.vehicle_id,
@@ -550,7 +637,7 @@ class Store:
                     vehicle, valid_until=plan.valid_until, current_serial=serial
                 )
                 new.append((i, mark, row))
-            stored = self._insert_marks(conn, [row for _, _, row in new])
+            stored = self._insert_marks(cursor, [row for _, _, row in new])
             issued: list[tuple[int, MarkRecord]] = []
             for (i, mark, _), error in zip(new, stored, strict=True):
                 if error is None:
@@ -558,56 +645,92 @@ class Store:
                     continue
                 # Another server committed this request_id after step 2 (the insert waited for
                 # it): answer with its mark, as a retry would. The vehicle keeps its state.
-                earlier = self._mark_where(conn, MarkRow.request_id == mark.request_id)
-                outcomes[i] = (earlier, True, None) if earlier else Unavailable(f"mark not stored: {error.orig}")
+                earlier = self._marks_by_request_id(cursor, {mark.request_id})
+                outcomes[i] = (earlier[0], True, None) if earlier else Unavailable(f"mark not stored: {error}")
             if issued:
                 # 4. Each vehicle's last new mark in this group is its current one.
                 final = {m.vehicle_id: (m.serial, m.valid_until) for _, m in issued}
-                conn.execute(
-                    update(VehicleRow)
-                    .where(VehicleRow.id == bindparam("b_id"))
-                    .values(valid_until=bindparam("b_valid_until"), current_serial=bindparam("b_serial")),
-                    [
-                        {"b_id": vehicle_id, "b_valid_until": valid_until, "b_serial": serial}
-                        for vehicle_id, (serial, valid_until) in sorted(final.items())
-                    ],
+                cursor.executemany(
+                    sql.text(_VEHICLE_MARKED),
+                    [(valid_until, serial, vehicle_id) for vehicle_id, (serial, valid_until) in sorted(final.items())],
                 )
-                change_ids = self._log_changes(conn, [m.vehicle_id for _, m in issued])
+                change_ids = self._log_issues(cursor, [m.vehicle_id for _, m in issued], next_change_id)
                 for (i, mark), change_id in zip(issued, change_ids, strict=True):
                     outcomes[i] = (mark, False, change_id)
         return outcomes  # 5. committed
 
-    def _insert_marks(self, conn: Connection, rows: list[dict[str, Any]]) -> list[IntegrityError | None]:
-        """Insert mark rows: all in one statement, or, if that breaks a constraint (a request_id a
+    def _marks_by_request_id(self, cursor: Any, request_ids: set[str]) -> list[MarkRecord]:
+        cursor.execute(
+            self._sql.text(
+                f"SELECT {_M_COLUMNS}, m.vehicle_id, v.plate_type, v.plate_number, v.vin FROM marks m"
+                f" JOIN vehicles v ON v.id = m.vehicle_id WHERE m.request_id IN ({_marks(len(request_ids))})"
+            ),
+            sorted(request_ids),
+        )
+        return [_raw_mark(r, r[9], (r[10], r[11], r[12]), self._sql) for r in cursor.fetchall()]
+
+    def _allocate_ids(self, cursor: Any, n: int) -> tuple[Iterator[int], int | None]:
+        """n new mark serials, so a mark is signed before it is inserted (one row write, not two);
+        and on SQLite the group's first change id (PostgreSQL assigns those under its lock, step 4)."""
+        if self.is_sqlite:  # the only writer (BEGIN IMMEDIATE): the next rowids are ours
+            cursor.execute(
+                "SELECT (SELECT coalesce(max(serial), 0) FROM marks), (SELECT coalesce(max(id), 0) FROM change_log)"
+            )
+            top_serial, top_change = cursor.fetchone()
+            return iter(range(top_serial + 1, top_serial + 1 + n)), top_change + 1
+        cursor.execute(
+            self._sql.text("SELECT nextval(pg_get_serial_sequence('marks', 'serial')) FROM generate_series(1, ?)"), [n]
+        )
+        return iter([r[0] for r in cursor.fetchall()]), None
+
+    def _insert_marks(self, cursor: Any, rows: list[tuple[Any, ...]]) -> list[Exception | None]:
+        """Insert mark rows: all in one batch, or, if that breaks a constraint (a request_id a
         concurrent server committed), each in its own SAVEPOINT. Returns each row's error or None."""
         if not rows:
             return []
+        insert_mark = self._sql.text(_MARK_INSERT)
         try:
-            with conn.begin_nested():
-                conn.execute(insert(MarkRow), rows)
+            cursor.execute("SAVEPOINT issue_marks")
+            cursor.executemany(insert_mark, rows)
+            cursor.execute("RELEASE SAVEPOINT issue_marks")
             return [None] * len(rows)
-        except IntegrityError:
-            pass
-        errors: list[IntegrityError | None] = []
+        except self._sql.IntegrityError:
+            cursor.execute("ROLLBACK TO SAVEPOINT issue_marks")
+        errors: list[Exception | None] = []
         for row in rows:
             try:
-                with conn.begin_nested():
-                    conn.execute(insert(MarkRow), row)
+                cursor.execute("SAVEPOINT issue_mark")
+                cursor.execute(insert_mark, row)
+                cursor.execute("RELEASE SAVEPOINT issue_mark")
                 errors.append(None)
-            except IntegrityError as exc:
+            except self._sql.IntegrityError as exc:
+                cursor.execute("ROLLBACK TO SAVEPOINT issue_mark")
                 errors.append(exc)
         return errors
 
-    def _allocate_serials(self, conn: Connection, n: int) -> Iterator[int]:
-        """n new mark serials, so a mark is signed before it is inserted (one row write, not two)."""
-        if self.is_sqlite:  # the only writer (BEGIN IMMEDIATE): the next rowids are ours
-            top = conn.execute(select(func.coalesce(func.max(MarkRow.serial), 0))).scalar_one()
-            return iter(range(top + 1, top + 1 + n))
-        return iter(
-            conn.execute(
-                text("SELECT nextval(pg_get_serial_sequence('marks', 'serial')) FROM generate_series(1, :n)"), {"n": n}
-            ).scalars()
+    def _log_issues(self, cursor: Any, vehicle_ids: Sequence[int], next_id: int | None) -> list[int]:
+        """`_log_changes` for the Issue path: the change-log rows, last; their ids in order."""
+        now = int(dt.datetime.now(dt.UTC).timestamp())
+        if self.is_sqlite:  # ids from step 2: the only writer, so they follow commit order
+            assert next_id is not None
+            ids = list(range(next_id, next_id + len(vehicle_ids)))
+            cursor.executemany(
+                "INSERT INTO change_log (id, vehicle_id, revoked_serial, created_at) VALUES (?, ?, NULL, ?)",
+                [(i, v, now) for i, v in zip(ids, vehicle_ids, strict=True)],
+            )
+            return ids
+        # Ids assigned while holding the change-log lock, to commit: commit order (module docstring).
+        cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_CHANGE_LOG_LOCK])
+        cursor.executemany(
+            "INSERT INTO change_log (vehicle_id, revoked_serial, created_at) VALUES (%s, NULL, %s) RETURNING id",
+            [(v, now) for v in vehicle_ids],
+            returning=True,
         )
+        ids = []
+        while True:  # one result per row, in the order of the rows
+            ids.append(cursor.fetchone()[0])
+            if not cursor.nextset():
+                return ids
 
     # -- feeding the index -------------------------------------------------------------------
     def snapshot(self) -> tuple[int, list[VehicleRecord], set[int]]:
@@ -623,15 +746,17 @@ class Store:
         return last, vehicles, revoked
 
     def changes_since(self, last_id: int, limit: int = 5000) -> list[Change]:
-        with self._guard(), self.engine.connect() as conn:
-            rows = conn.execute(
-                select(ChangeRow.id.label("change_id"), ChangeRow.revoked_serial, *_VEHICLE_COLUMNS)
-                .join(VehicleRow, VehicleRow.id == ChangeRow.vehicle_id)
-                .where(ChangeRow.id > last_id)
-                .order_by(ChangeRow.id)
-                .limit(limit)
-            ).all()
-        return [Change(r.change_id, _vehicle(r), r.revoked_serial) for r in rows]
+        # Through the driver: the index tails the log after every Issue group (see `_cursor`).
+        with self._cursor() as cursor:
+            cursor.execute(
+                self._sql.text(
+                    f"SELECT {_V_COLUMNS}, c.id, c.revoked_serial FROM change_log c"
+                    " JOIN vehicles v ON v.id = c.vehicle_id WHERE c.id > ? ORDER BY c.id LIMIT ?"
+                ),
+                (last_id, limit),
+            )
+            rows = cursor.fetchall()
+        return [Change(r[11], _raw_vehicle(r, self._sql), r[12]) for r in rows]
 
     def count_vehicles(self) -> int:
         with self._guard(), self.engine.connect() as conn:

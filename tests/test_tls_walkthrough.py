@@ -272,12 +272,6 @@ def test_walkthrough_over_tls_with_role_certificates(served: TlsServed) -> None:
     assert all(dt.datetime.fromisoformat(e["at"]).tzinfo is not None for e in events)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="`vimark render --out X.pdf` asks the server for the plate and month but takes no --ca/--cert/--key "
-    "(nor VIMARK_CA/CERT/KEY): client/cli/marks.py render() calls connect() without add_client_flags, so it "
-    "connects in plaintext and a TLS server answers UNAVAILABLE",
-)
 def test_pdf_copy_over_tls(served: TlsServed) -> None:
     """The README's `as_role issuer-station-12 render "$QR" --out mark.pdf`."""
     shown = served.json(ISSUER, "present", "--plate-number", "京A00000", "--plate-type", "02")

@@ -17,8 +17,13 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2
 from test_cli_walkthrough import VIMARK, free_port, health_status
+from test_server_lifecycle import health
 
+from conftest import MovableClock
+from vimark.client.errors import RuleViolation
 from vimark.client.sdk import VimarkClient
+from vimark.server.app import ServerConfig, VimarkServer
+from vimark.server.workers import SharedReadiness
 from vimark.v1 import certificate_pb2
 from vimark.v1 import mark_service_pb2 as pb
 
@@ -114,26 +119,102 @@ def test_an_issue_through_one_worker_verifies_through_the_other_within_a_second(
     assert set(late) == {pb.VERDICT_VALID}
 
 
-def test_health_waits_for_every_worker_and_sigterm_drains_them_all(workers: Workers) -> None:
-    pids = workers.worker_pids()
-    # A worker that dies is started again; until it has loaded its index, no worker says SERVING.
-    os.kill(pids[1], signal.SIGKILL)
-    statuses: list[int] = []
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            statuses.append(health_status(workers.address))
-        except grpc.RpcError:
-            pass
-        if workers.worker_pids()[1] != pids[1] and statuses and statuses[-1] == SERVING:
-            break
+def test_health_is_serving_only_while_every_worker_is_ready(
+    sqlite_url: str, keys_dir: Path, clock: MovableClock
+) -> None:
+    """The flags workers share: this server (slot 0) loads its index, but says SERVING only once its
+    sibling (slot 1, set by the test) is ready too, and NOT_SERVING again when the sibling is not."""
+    flags = [0, 0]
+    server = VimarkServer(
+        ServerConfig(db_url=sqlite_url, keys_dir=keys_dir, listen="127.0.0.1:0", clock=clock, poll_interval=0.05),
+        SharedReadiness(flags, 0),
+    )
+    server.start()
+    try:
+        server.wait_ready()
+        assert flags[0] == 1
+        time.sleep(0.3)
+        assert health(server.port) == health_pb2.HealthCheckResponse.NOT_SERVING
+        flags[1] = 1
+        wait_for_health(server.port, SERVING)
+        flags[1] = 0  # the sibling died; the parent starts it again
+        wait_for_health(server.port, health_pb2.HealthCheckResponse.NOT_SERVING)
+    finally:
+        server.stop(grace=1)
+
+
+def wait_for_health(port: int, status: int, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while health(port) != status:
+        assert time.monotonic() < deadline, f"health did not become {status}"
         time.sleep(0.02)
-    assert workers.worker_pids()[1] != pids[1], workers.log.read_text()
-    assert health_pb2.HealthCheckResponse.NOT_SERVING in statuses, statuses
-    assert statuses[-1] == SERVING
+
+
+def test_a_dead_worker_is_started_again_and_sigterm_drains_them_all(workers: Workers) -> None:
+    pids = workers.worker_pids()
+    os.kill(pids[1], signal.SIGKILL)
+    deadline = time.monotonic() + 30
+    while workers.worker_pids()[1] == pids[1]:
+        assert time.monotonic() < deadline, workers.log.read_text()
+        time.sleep(0.05)
+    wait_serving(workers.address, workers.process, workers.log, timeout=30)
+    with VimarkClient(workers.address) as client:
+        assert client.lookup(plate_number="京A00000", plate_type="02").plate_number == "京A00000"
     survivors = workers.worker_pids()
     workers.process.send_signal(signal.SIGTERM)
     assert workers.process.wait(timeout=30) == 0
     for pid in survivors.values():
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
+
+
+def verdicts_on_both_workers(workers: Workers, qr_text: str, want: int, timeout: float = 10) -> None:
+    """Verify on fresh connections (the kernel spreads them over the workers) until every answer is
+    `want` and both workers have given some of them (counted from their own metrics)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        before = [workers.verify_calls(0), workers.verify_calls(1)]
+        verdicts = set()
+        for _ in range(16):
+            with VimarkClient(workers.address) as client:
+                verdicts.add(client.verify(qr_text).verdict)
+        after = [workers.verify_calls(0), workers.verify_calls(1)]
+        if verdicts == {want} and all(a > b for a, b in zip(after, before, strict=True)):
+            return
+        assert time.monotonic() < deadline, (verdicts, before, after)
+        time.sleep(0.1)  # a worker re-reads the key directory and the change log every 0.2 s
+
+
+def issue_demo_mark(workers: Workers, request_id: str, timeout: float = 10) -> pb.IssueResponse:
+    """Issue for the demo's first plate; a worker that has not yet seen a new key answers NO_ACTIVE_KEY."""
+    deadline = time.monotonic() + timeout
+    with VimarkClient(workers.address) as client:
+        while True:
+            try:
+                return client.issue(
+                    request_id=request_id,
+                    plate_number="京A00000",
+                    plate_type="02",
+                    reason=certificate_pb2.ISSUE_REASON_REDOWNLOAD,
+                )
+            except RuleViolation as exc:
+                assert exc.reason == "NO_ACTIVE_KEY" and time.monotonic() < deadline, exc
+                time.sleep(0.1)
+
+
+def test_key_compromise_drill_on_every_worker(workers: Workers, tmp_path: Path) -> None:
+    """The runbook in docs/security.md: revoke the stolen key, every mark it signed reads REVOKED on
+    every worker within a poll interval; rotate, and new marks are issued under the new key and
+    verify everywhere."""
+    keys = tmp_path / "vimark-keys"
+    old = issue_demo_mark(workers, "before-compromise")
+    assert old.key_id == 1
+    revoke = subprocess.run([*VIMARK, "keys", "revoke", "1", str(keys)], capture_output=True, text=True, timeout=60)
+    assert revoke.returncode == 0, revoke.stderr
+    verdicts_on_both_workers(workers, old.qr_text, pb.VERDICT_REVOKED)
+    rotate = subprocess.run([*VIMARK, "keys", "rotate", str(keys)], capture_output=True, text=True, timeout=60)
+    assert rotate.returncode == 0, rotate.stderr
+    new = issue_demo_mark(workers, "after-rotation")
+    assert new.key_id == 2
+    verdicts_on_both_workers(workers, new.qr_text, pb.VERDICT_VALID)
+    verdicts_on_both_workers(workers, old.qr_text, pb.VERDICT_REVOKED)

@@ -71,7 +71,7 @@ def as_line(event: AuditEvent) -> str:
     when = event.at.astimezone().isoformat(sep=" ", timespec="milliseconds")
     plate = f"{event.plate_number} ({event.plate_type})" if event.plate_number else "-"
     serial = f"serial {event.serial}" if event.serial else ""
-    return f"{when}  {event.role:<8} {event.caller_id:<20} {event.rpc:<20} {plate:<16} {event.verdict:<24} {serial}"
+    return f"{when}  {event.role:<8} {event.caller_id:<20} {event.rpc:<20} {plate:<16} {event.verdict:<26} {serial}"
 
 
 def show(args: argparse.Namespace) -> int:

@@ -49,14 +49,8 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     p = commands.add_parser("render", help="draw a QR text as PNG or SVG, or a printable PDF")
     p.add_argument("qr_text")
     p.add_argument("--out", required=True, type=Path, help="output file: .png, .svg or .pdf")
-    p.add_argument(
-        "--server",
-        default=None,
-        metavar="HOST:PORT",
-        help="for .pdf: the server that reads the plate and month from the mark (default 127.0.0.1:50051)",
-    )
-    p.add_argument("--json", action="store_true")
-    p.add_argument("--timeout", type=float, default=10.0)
+    # For .pdf only: the server reads the plate and month from the sealed mark.
+    add_client_flags(p)
     p.set_defaults(func=render)
 
 
@@ -153,7 +147,6 @@ def render(args: argparse.Namespace) -> int:
     fields: dict[str, str | int] = {}
     if args.out.suffix.lower() == ".pdf":
         # The page shows the plate and month; the sealed QR hides them, so ask the server.
-        args.server = args.server or "127.0.0.1:50051"
         with connect(args) as client:
             r = client.verify(args.qr_text)
         if not r.plate_number:
