@@ -19,7 +19,6 @@ import os
 import pickle
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -142,7 +141,7 @@ def run_grpc(kind: str, in_flight: int, seconds: float, workdir: Path) -> float:
         base = [exe] if exe else [sys.executable, "-c", "from vimark.client.cli.main import main; main()"]
         command = [*base, "serve", "--db", url, "--keys", str(workdir / "keys"), "--listen", target]
         command += ["--metrics-port", "0", "--role", "issuer", "--shutdown-delay", "0", "--demo", str(VEHICLES)]
-        with serve(command, target, workdir / f"serve-{uuid.uuid4().hex[:8]}.log") as served:
+        with serve(command, target, workdir / f"serve-{uuid.uuid4().hex[:8]}.log"):
             # The vehicles seed_demo gave a mark (its clock is the real one): a REDOWNLOAD succeeds for each.
             today = china_date(dt.datetime.now(dt.UTC))
             plates = [

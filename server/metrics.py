@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from vimark.v1 import mark_service_pb2 as pb
 
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
@@ -10,6 +14,9 @@ _LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
+        # labels() costs several microseconds (a lock and a dict of tuples); the hot path keeps its
+        # labelled children here instead.
+        self._children: dict[tuple[int, str, str | int], Any] = {}
         self.rpc_seconds = Histogram(
             "vimark_rpc_seconds",
             "RPC latency by method and status code",
@@ -64,3 +71,20 @@ class Metrics:
             buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 1000),
             registry=self.registry,
         )
+
+    def rpc_finished(self, rpc: str, code: str, seconds: float) -> None:
+        self._child(self.rpc_seconds, rpc, code).observe(seconds)
+
+    def verdict_given(self, rpc: str, verdict: int) -> None:
+        key = (id(self.verdicts), rpc, verdict)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = self.verdicts.labels(rpc, pb.Verdict.Name(verdict))  # type: ignore[arg-type]
+        child.inc()
+
+    def _child(self, metric: Any, first: str, second: str) -> Any:
+        key = (id(metric), first, second)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(first, second)
+        return child

@@ -153,7 +153,7 @@ def rpc(name: str, cost: Callable[[Any], int] = lambda request: 1) -> Callable[[
                 log.exception("%s failed", name)
                 context.abort(code, f"{name} failed inside vimark; the server log has the details")
             finally:
-                self.metrics.rpc_seconds.labels(name, code.name).observe(time.perf_counter() - start)
+                self.metrics.rpc_finished(name, code.name, time.perf_counter() - start)
 
         return handler
 
@@ -230,7 +230,7 @@ class MarkService(_Base, pb_grpc.MarkServiceServicer):
         at = _at_date(request.at_date)
         self.require_ready()
         verification = self.verifier.verify(request.qr_text, at)
-        self.metrics.verdicts.labels("Verify", pb.Verdict.Name(verification.verdict)).inc()
+        self.metrics.verdict_given("Verify", verification.verdict)
         if caller.role in AUDITED_ROLES:
             self.audit.record(caller, "Verify", *_audited(verification), time.time())
         return views.verify_response(verification, caller.role)
@@ -246,7 +246,7 @@ class MarkService(_Base, pb_grpc.MarkServiceServicer):
         self.metrics.batch_size.observe(len(request.qr_texts))
         results = self.verifier.verify_many(list(request.qr_texts), at)
         for v in results:
-            self.metrics.verdicts.labels("VerifyBatch", pb.Verdict.Name(v.verdict)).inc()
+            self.metrics.verdict_given("VerifyBatch", v.verdict)
         if caller.role in AUDITED_ROLES:
             self.audit.record_many(caller, "VerifyBatch", [_audited(v) for v in results], time.time())
         return pb.VerifyBatchResponse(results=[views.verify_response(v, caller.role) for v in results])

@@ -13,6 +13,7 @@ SIGTERM (or SIGINT) to the parent is passed to every worker; each drains its cal
 
 from __future__ import annotations
 
+import ctypes
 import dataclasses
 import logging
 import multiprocessing
@@ -30,6 +31,7 @@ from vimark.client.errors import VimarkError
 
 log = logging.getLogger("vimark.server")
 _fork = multiprocessing.get_context("fork")
+_PR_SET_PDEATHSIG = 1
 
 
 class SharedReadiness:
@@ -116,6 +118,7 @@ def _worker(config: Any, slot: int, flags: Any, stopping: Synchronized[int], gra
     from vimark.server.app import VimarkServer
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent turns ^C into one SIGTERM per worker
+    _term_when_parent_dies()
     server = VimarkServer(config, SharedReadiness(flags, slot))
 
     def on_term(_signum: int, _frame: FrameType | None) -> None:
@@ -129,3 +132,15 @@ def _worker(config: Any, slot: int, flags: Any, stopping: Synchronized[int], gra
     server.start()
     log.info("worker %d (pid %d) listening on port %d", slot, os.getpid(), server.port)
     server.wait()
+
+
+def _term_when_parent_dies() -> None:
+    """A worker whose parent was killed (SIGKILL gives it no chance to pass SIGTERM on) must not
+    keep serving the port alone: ask Linux to send it SIGTERM then (prctl PR_SET_PDEATHSIG)."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):  # not Linux: the parent's SIGTERM handler is all there is
+        return
+    if os.getppid() == 1:  # the parent died before the request took effect
+        os.kill(os.getpid(), signal.SIGTERM)

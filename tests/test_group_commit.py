@@ -121,6 +121,9 @@ def test_same_request_id_twice_in_one_group_is_one_mark(setup: tuple[Store, Issu
     # And once committed, a later retry replays it too.
     again = issuer.issue_logged(_command("dup", 5))
     assert again.replayed and again.mark.serial in marks and again.change_id is None
+    # The replay is read back by the driver-level Issue path: the same record as first answered.
+    first = next(r for r in issued if not r.replayed)  # type: ignore[attr-defined]
+    assert again.mark == first.mark == store.mark_by_request_id("dup")  # type: ignore[attr-defined]
     # One mark, one change row for it.
     assert [c.vehicle.plate_number for c in store.changes_since(0)].count("闽C00005") == 2  # registry + issue
 

@@ -91,8 +91,12 @@ def workers(tmp_path: Path) -> Iterator[Workers]:
         yield Workers(process, port, metrics_port, log)
     finally:
         if process.poll() is None:
-            process.kill()
-            process.wait()
+            process.terminate()  # SIGTERM: the parent drains its workers
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
 
 
 def test_an_issue_through_one_worker_verifies_through_the_other_within_a_second(workers: Workers) -> None:
