@@ -5,11 +5,8 @@
 Writes DIR/locust_stats.csv, locust_failures.csv, locust_stats_history.csv and locust.html
 (default DIR: load/.reports/) and exits with locust's status (1 if any call failed).
 
-With TLS available (`vimark serve --tls-cert`), one server runs with a `vimark pki` CA and every
-simulated user presents its own client certificate, its role taken from it. Until then, in
-development mode, two servers share one SQLite file: `--role police` for terminals, the public
-app and partners, `--role issuer` for stations (the police one sees issued marks by tailing the
-change log, as replicas do).
+One TLS server runs with a fresh `vimark pki` CA, and every simulated user presents its own client
+certificate, its role taken from it, as real terminals, apps, partners and stations do.
 """
 
 from __future__ import annotations
@@ -25,7 +22,7 @@ import tempfile
 from pathlib import Path
 
 from load import dataset as datasets
-from load.bench import ROOT, free_port, serve, vimark_command
+from load.bench import ROOT, free_port
 
 LOCUSTFILE = Path(__file__).resolve().parent / "locustfile.py"
 ROLES_WEIGHTS = {"police": 6, "public": 3, "partner": 1, "issuer": 1}  # as in locustfile.py
@@ -36,25 +33,16 @@ def _vimark() -> list[str]:
     return [exe] if exe else [sys.executable, "-c", "from vimark.client.cli.main import main; main()"]
 
 
-def tls_available() -> bool:
-    result = subprocess.run([*_vimark(), "serve", "--help"], capture_output=True, text=True)
-    return "--tls-cert" in result.stdout
-
-
 def _pki(directory: Path, users: int) -> None:
-    """A CA, a server certificate, and a client certificate for every user locust will start."""
-    subprocess.run([*_vimark(), "pki", "init", str(directory)], check=True, capture_output=True)
+    """A CA, a server certificate, and a client certificate for every user locust will start
+    (through vimark's own PKI module: one process, not one `vimark pki issue` per user)."""
+    from vimark.server import pki
+
+    pki.init(directory)
     total = sum(ROLES_WEIGHTS.values())
-    jobs = [
-        subprocess.Popen(
-            [*_vimark(), "pki", "issue", str(directory), "--role", role, "--id", f"{role}{i}"],
-            stdout=subprocess.DEVNULL,
-        )
-        for role, weight in ROLES_WEIGHTS.items()
-        for i in range(math.ceil(users * weight / total))
-    ]
-    if any(job.wait() for job in jobs):
-        raise RuntimeError("vimark pki issue failed")
+    for role, weight in ROLES_WEIGHTS.items():
+        for i in range(math.ceil(users * weight / total)):
+            pki.issue(directory, role, f"{role}{i}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -64,39 +52,30 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--spawn-rate", type=float, default=10)
     parser.add_argument("--vehicles", type=int, default=datasets.QUICK_VEHICLES)
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / ".reports")
-    parser.add_argument("--tls", choices=("auto", "on", "off"), default="auto")
     args = parser.parse_args(argv)
     data = datasets.load(args.vehicles)
     args.out.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="vimark-scenario-"))
-    tls = args.tls == "on" or (args.tls == "auto" and tls_available())
     env = {**os.environ, "VIMARK_LOAD_DATASET": str(data.path)}
     try:
         db, keys = data.copy_to(work)
         url = f"sqlite:///{db}"
         with contextlib.ExitStack() as stack:
-            police = f"127.0.0.1:{free_port()}"
-            if tls:
-                pki = work / "pki"
-                _pki(pki, args.users)
-                env["VIMARK_LOAD_TLS"] = str(pki)
-                police = f"localhost:{police.rsplit(':', 1)[1]}"
-                command = [*_vimark(), "serve", "--db", url, "--keys", str(keys), "--listen", police]
-                command += ["--metrics-port", "0", "--tls-cert", str(pki / "server.pem")]
-                command += ["--tls-key", str(pki / "server.key"), "--client-ca", str(pki / "ca.pem")]
-                # The harness waits for health over plaintext; with TLS it waits on the log instead.
-                stack.enter_context(_serve_tls(command, work / "server.log"))
-            else:
-                stack.enter_context(serve(vimark_command(url, keys, police, "police", 1), police, work / "police.log"))
-                issuer = f"127.0.0.1:{free_port()}"
-                stack.enter_context(serve(vimark_command(url, keys, issuer, "issuer", 1), issuer, work / "issuer.log"))
-                env["VIMARK_LOAD_ISSUER_HOST"] = issuer
+            pki = work / "pki"
+            _pki(pki, args.users)
+            env["VIMARK_LOAD_TLS"] = str(pki)
+            police = f"localhost:{free_port()}"  # the name the server certificate carries
+            command = [*_vimark(), "serve", "--db", url, "--keys", str(keys), "--listen", police]
+            command += ["--metrics-port", "0", "--tls-cert", str(pki / "server.pem")]
+            command += ["--tls-key", str(pki / "server.key"), "--client-ca", str(pki / "ca.pem")]
+            # The harness waits for health over plaintext; with TLS it waits on the log instead.
+            stack.enter_context(_serve_tls(command, work / "server.log"))
             prefix = args.out / "locust"
             command = [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless", "--host", police]
             command += ["-u", str(args.users), "-r", str(args.spawn_rate), "--run-time", args.duration]
             command += ["--csv", str(prefix), "--html", str(args.out / "locust.html"), "--only-summary"]
             command += ["--stop-timeout", "5"]
-            print(f"{'TLS, a client certificate per user' if tls else 'development mode'}; report in {args.out}")
+            print(f"TLS, a client certificate per user; report in {args.out}")
             return subprocess.run(command, env=env, cwd=ROOT).returncode
     finally:
         shutil.rmtree(work, ignore_errors=True)

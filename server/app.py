@@ -172,6 +172,12 @@ class VimarkServer:
         if config.tls is None:
             auth = DevAuth(config.dev_role)
         else:
+            if not config.tls.crl_path.is_file():
+                # Without its CRL a server would accept every revoked (stolen) terminal's certificate.
+                raise VimarkError(
+                    f"no CRL at {config.tls.crl_path}: give --client-crl, or create one with `vimark pki init`",
+                    reason="TLS_FILES",
+                )
             auth = CertificateAuth(config.tls.crl_path, client_ca=config.tls.client_ca)
             limiter = RateLimiter(config.rate_limits)
         mark_service_pb2_grpc.add_MarkServiceServicer_to_server(
@@ -226,6 +232,15 @@ class VimarkServer:
         self.signatures.start()
         self.server.start()
         self._spawn(self._load_then_tail, "vimark-index")
+        self._spawn(self._watch_keys, "vimark-keys")
+
+    def _watch_keys(self) -> None:
+        """On its own thread: a key revocation must land even while the change log is stuck."""
+        while not self._stop.wait(self.config.poll_interval):
+            try:
+                self.keys.refresh()
+            except Exception as exc:
+                log.error("key directory reload failed; keeping the previous keys: %s", exc)
 
     def _spawn(self, target: Callable[[], None], name: str) -> None:
         thread = threading.Thread(target=target, name=name, daemon=True)
@@ -260,10 +275,6 @@ class VimarkServer:
                 log.info("SERVING" if serving else "NOT_SERVING: a worker sharing the port is not ready")
             if self._stop.wait(self.config.poll_interval):
                 return
-            try:
-                self.keys.refresh()  # apart from the database: a revocation must land even while it is down
-            except Exception as exc:
-                log.error("key directory reload failed; keeping the previous keys: %s", exc)
             try:
                 self.sync.catch_up()
             except Unavailable as exc:  # the database is down: keep verifying from the index

@@ -6,6 +6,7 @@ RESOURCE_EXHAUSTED with the delay after which the call would be accepted.
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -28,7 +29,7 @@ class Rate:
             rate, burst = (float(part) for part in text.split("/"))
         except ValueError:
             raise ValueError(f"{text!r}: give RATE/BURST, e.g. 20/200") from None
-        if rate <= 0 or burst < 1:
+        if not (math.isfinite(rate) and math.isfinite(burst)) or rate <= 0 or burst < 1:
             raise ValueError(f"{text!r}: the rate must be positive and the burst at least 1")
         return cls(rate, burst)
 
@@ -50,7 +51,7 @@ class RateLimiter:
     def __init__(self, rates: Mapping[Role, Rate], clock: Callable[[], float] = time.monotonic) -> None:
         self.rates = dict(rates)
         self._clock = clock
-        self._buckets: dict[str, tuple[float, float]] = {}  # caller id -> (tokens, at)
+        self._buckets: dict[tuple[Role, str], tuple[float, float]] = {}  # (role, caller id) -> (tokens, at)
         self._lock = threading.Lock()
 
     def take(self, caller: Caller, cost: int = 1) -> None:
@@ -65,17 +66,18 @@ class RateLimiter:
             )
         now = self._clock()
         with self._lock:
-            tokens, at = self._buckets.get(caller.caller_id, (rate.burst, now))
+            bucket = (caller.role, caller.caller_id)  # ids are unique within a role, not across roles
+            tokens, at = self._buckets.get(bucket, (rate.burst, now))
             tokens = min(rate.burst, tokens + (now - at) * rate.per_second)
             if tokens < cost:
-                self._buckets[caller.caller_id] = (tokens, now)
+                self._buckets[bucket] = (tokens, now)
                 wait = (min(cost, rate.burst) - tokens) / rate.per_second
                 raise ResourceExhausted(
                     f"rate limit of {caller.role.value} caller {caller.caller_id}: {rate.per_second:g}/s, "
                     f"bursts of {rate.burst:g}; retry in {wait:.2f} s",
                     retry_after=wait,
                 )
-            self._buckets[caller.caller_id] = (tokens - cost, now)
+            self._buckets[bucket] = (tokens - cost, now)
             if len(self._buckets) > _MAX_BUCKETS:
                 self._forget_full(now)
 

@@ -311,6 +311,9 @@ class Store:
                     "keepalives_interval": 5,
                     "keepalives_count": 3,
                     "tcp_user_timeout": 10_000,  # ms
+                    # An acknowledged write must survive a crash even where the server's default
+                    # was relaxed for speed.
+                    "options": "-c synchronous_commit=on",
                 },
             )
         self._sql = _Sql(self.engine, self.is_sqlite)

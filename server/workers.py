@@ -21,6 +21,7 @@ import os
 import signal
 import socket
 import sys
+import threading
 import time
 from contextlib import closing
 from multiprocessing.sharedctypes import Synchronized
@@ -32,6 +33,7 @@ from vimark.client.errors import VimarkError
 log = logging.getLogger("vimark.server")
 _fork = multiprocessing.get_context("fork")
 _PR_SET_PDEATHSIG = 1
+_QUICK, _GIVE_UP_AFTER = 10, 3  # a worker that dies within 10 s of starting, 3 times running, is broken
 
 
 class SharedReadiness:
@@ -53,6 +55,14 @@ def reserve_port(listen: str) -> tuple[socket.socket, int]:
     host, _, port = listen.rpartition(":")
     host = host.strip("[]")
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    if int(port):
+        # SO_REUSEPORT would let a second `vimark serve` on a taken port share its traffic: make
+        # sure nobody holds the port first.
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            try:
+                probe.bind((host, int(port)))
+            except OSError as exc:
+                raise VimarkError(f"cannot listen on {listen}: {exc}", reason="LISTEN_FAILED") from None
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     try:
@@ -77,16 +87,22 @@ def run_workers(config: Any, workers: int, grace: float = 10.0) -> int:
     flags = _fork.Array("b", workers, lock=False)
     stopping = _fork.Value("b", 0, lock=False)
     processes: dict[int, multiprocessing.process.BaseProcess] = {}
+    started = [0.0] * workers
+    quick_deaths = [0] * workers
+    exit_code = 0
 
     def start(slot: int) -> None:
         flags[slot] = 0
         metrics_port = config.metrics_port + slot if config.metrics_port else 0
         worker_config = dataclasses.replace(config, metrics_port=metrics_port)
         process = _fork.Process(
-            target=_worker, args=(worker_config, slot, flags, stopping, grace), name=f"vimark-worker-{slot}"
+            target=_worker,
+            args=(worker_config, slot, flags, stopping, grace, os.getpid()),
+            name=f"vimark-worker-{slot}",
         )
         process.start()
         processes[slot] = process
+        started[slot] = time.monotonic()
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
         log.info("signal %d: draining %d workers", signum, workers)
@@ -108,25 +124,38 @@ def run_workers(config: Any, workers: int, grace: float = 10.0) -> int:
                     continue
                 del processes[slot]
                 flags[slot] = 0
-                if not stopping.value:
-                    log.error("worker %d exited with %s; starting it again", slot, process.exitcode)
-                    start(slot)
-    return 0
+                if stopping.value:
+                    continue
+                quick_deaths[slot] = quick_deaths[slot] + 1 if time.monotonic() - started[slot] < _QUICK else 0
+                if quick_deaths[slot] >= _GIVE_UP_AFTER:
+                    # It cannot start (bad TLS files, a broken CRL, ...): stop all rather than loop.
+                    log.error(
+                        "worker %d exited %d times within %d s of starting; stopping", slot, _GIVE_UP_AFTER, _QUICK
+                    )
+                    exit_code = 1
+                    on_signal(signal.SIGTERM, None)
+                    continue
+                log.error("worker %d exited with %s; starting it again", slot, process.exitcode)
+                start(slot)
+    return exit_code
 
 
-def _worker(config: Any, slot: int, flags: Any, stopping: Synchronized[int], grace: float) -> None:
+def _worker(config: Any, slot: int, flags: Any, stopping: Synchronized[int], grace: float, parent: int) -> None:
     from vimark.server.app import VimarkServer
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent turns ^C into one SIGTERM per worker
-    _term_when_parent_dies()
     server = VimarkServer(config, SharedReadiness(flags, slot))
+    stop_once = threading.Lock()
 
     def on_term(_signum: int, _frame: FrameType | None) -> None:
+        if not stop_once.acquire(blocking=False):
+            return  # a second SIGTERM (the parent's and the death signal, or systemd's) must not cut the drain
         flags[slot] = 0
         server.stop(grace=grace)
         sys.exit(0)
 
     signal.signal(signal.SIGTERM, on_term)
+    _term_when_parent_dies(parent)
     if stopping.value:
         return
     server.start()
@@ -134,7 +163,7 @@ def _worker(config: Any, slot: int, flags: Any, stopping: Synchronized[int], gra
     server.wait()
 
 
-def _term_when_parent_dies() -> None:
+def _term_when_parent_dies(parent: int) -> None:
     """A worker whose parent was killed (SIGKILL gives it no chance to pass SIGTERM on) must not
     keep serving the port alone: ask Linux to send it SIGTERM then (prctl PR_SET_PDEATHSIG)."""
     try:
@@ -142,5 +171,5 @@ def _term_when_parent_dies() -> None:
         libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
     except (OSError, AttributeError):  # not Linux: the parent's SIGTERM handler is all there is
         return
-    if os.getppid() == 1:  # the parent died before the request took effect
+    if os.getppid() != parent:  # the parent died before the request took effect
         os.kill(os.getpid(), signal.SIGTERM)

@@ -96,7 +96,7 @@ def test_walkthrough_import_issue_render_verify_status(served: Served) -> None:
     csv_file = served.workdir / "vehicles.csv"
     csv_file.write_text(
         "plate_number,plate_type,vin,category,registered_on,valid_until,status\n"
-        "闽C12345,02,LSVAB2BJ5KN000001,small_passenger,2024-12-03,,\n"
+        "闽C12345,02,LSVAB2BJ5KN000001,small_passenger,2026-06-15,,\n"
         "粤BD12345,52,LSVAB2BJ5KN000002,small_passenger,2020-06-15,2026-12,A\n",
         encoding="utf-8",
     )
@@ -112,14 +112,14 @@ def test_walkthrough_import_issue_render_verify_status(served: Served) -> None:
         "--request-id",
         "walk-1",
     )
-    assert issued["valid_until"] == "2026-12" and isinstance(issued["serial"], int)
+    assert issued["valid_until"] == "2028-06" and isinstance(issued["serial"], int)
     qr_text = str(issued["qr_text"])
 
     png = served.workdir / "mark.png"
     served.cli("render", qr_text, "--out", str(png))
     verified = served.cli_json("verify", "--image", str(png))
     assert verified["verdict"] == "VERDICT_VALID"
-    assert (verified["plate_number"], verified["plate_type"], verified["valid_until"]) == ("闽C12345", "02", "2026-12")
+    assert (verified["plate_number"], verified["plate_type"], verified["valid_until"]) == ("闽C12345", "02", "2028-06")
 
     pdf = served.workdir / "mark.pdf"
     served.cli("render", qr_text, "--out", str(pdf))
@@ -142,7 +142,7 @@ def test_walkthrough_import_issue_render_verify_status(served: Served) -> None:
     shown = served.cli_json("present", "--plate-number", "闽C12345", "--plate-type", "02")
     for copy in ("live_qr_text", "download_qr_text", "print_qr_text"):
         assert served.cli_json("verify", str(shown[copy]))["verdict"] == "VERDICT_VALID"
-    assert served.cli_json("verify", qr_text, "--at", "2027-01-01")["verdict"] == "VERDICT_INSPECTION_EXPIRED"
+    assert served.cli_json("verify", qr_text, "--at", "2028-07-01")["verdict"] == "VERDICT_INSPECTION_EXPIRED"
 
 
 def test_cli_errors_are_one_clear_line(served: Served) -> None:

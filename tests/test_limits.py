@@ -48,6 +48,10 @@ def test_the_bucket_spends_its_burst_then_refills_at_its_rate_per_caller() -> No
         limiter.take(app)
     assert refused.value.retry_after == pytest.approx(2.0)
     limiter.take(other)  # another caller has its own bucket
+    police = RateLimiter({Role.PUBLIC: Rate(0.5, 10), Role.POLICE: Rate(20, 1000)}, clock)
+    for _ in range(10):
+        police.take(Caller(Role.PUBLIC, "TX-0571"))
+    police.take(Caller(Role.POLICE, "TX-0571"), cost=1000)  # the same id in another role: another bucket
     clock.now += 1.9
     with pytest.raises(ResourceExhausted):
         limiter.take(app)

@@ -150,7 +150,7 @@ def test_walkthrough_over_tls_with_role_certificates(served: TlsServed) -> None:
     # The operator feeds the registry.
     (served.workdir / "vehicles.csv").write_text(
         "plate_number,plate_type,vin,category,registered_on,valid_until,status\n"
-        "闽C12345,02,LSVAB2BJ5KN000001,small_passenger,2024-12-03,,\n",
+        "闽C12345,02,LSVAB2BJ5KN000001,small_passenger,2026-06-15,,\n",
         encoding="utf-8",
     )
     assert served.ok(OPERATOR, "vehicles", "import", "vehicles.csv").startswith("imported 1 vehicles")

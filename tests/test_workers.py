@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import subprocess
 import time
 import urllib.request
@@ -222,3 +223,47 @@ def test_key_compromise_drill_on_every_worker(workers: Workers, tmp_path: Path) 
     assert new.key_id == 2
     verdicts_on_both_workers(workers, new.qr_text, pb.VERDICT_VALID)
     verdicts_on_both_workers(workers, old.qr_text, pb.VERDICT_REVOKED)
+
+
+def test_workers_refuse_a_port_another_server_holds(tmp_path: Path) -> None:
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        run = subprocess.run(
+            [*VIMARK, "serve", "--workers", "2", "--listen", f"127.0.0.1:{port}", "--metrics-port", "0"],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert run.returncode == 2 and "cannot listen on" in run.stderr, run.stderr[-2000:]
+
+
+def test_a_worker_that_cannot_start_stops_the_server_instead_of_looping(tmp_path: Path) -> None:
+    (tmp_path / "broken.pem").write_text("not a certificate")  # every worker fails to build its TLS server
+    run = subprocess.run(
+        [
+            *VIMARK,
+            "serve",
+            "--workers",
+            "2",
+            "--listen",
+            f"127.0.0.1:{free_port()}",
+            "--metrics-port",
+            "0",
+            "--tls-cert",
+            str(tmp_path / "broken.pem"),
+            "--tls-key",
+            str(tmp_path / "broken.pem"),
+            "--client-ca",
+            str(tmp_path / "broken.pem"),
+            "--client-crl",
+            str(tmp_path / "broken.pem"),
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert run.returncode == 1 and "stopping" in run.stderr, run.stderr[-2000:]

@@ -7,6 +7,7 @@ import datetime as dt
 import logging
 import signal
 import sys
+import threading
 from pathlib import Path
 from types import FrameType
 
@@ -175,7 +176,11 @@ def serve(args: argparse.Namespace) -> int:
         return run_workers(config, args.workers, grace=10)
     server = VimarkServer(config)
 
+    stop_once = threading.Lock()
+
     def on_signal(signum: int, _frame: FrameType | None) -> None:
+        if not stop_once.acquire(blocking=False):
+            return  # a second signal must not cut the first one's drain and audit flush short
         logging.info("signal %d: draining in-flight calls", signum)
         server.stop(grace=10)
         sys.exit(0)
