@@ -14,8 +14,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 ROOT = Path(__file__).resolve().parent.parent
 SCENARIO = (sys.executable, "-m", "load.scenario", "--duration", "6s", "--users", "6", "--spawn-rate", "6")
 BENCHMARKS = ("verify_unary", "lookup_unary", "verify_batch", "verify_latency", "issue_sqlite", "issue_postgres")
@@ -40,7 +38,8 @@ def test_benchmarks_quick() -> None:
 
 
 def test_locust_scenario(tmp_path: Path) -> None:
-    pytest.importorskip("locust")
+    # locust is a declared test dependency and runs in its own process: importing it here would
+    # let gevent monkey-patch this pytest process's threads and sockets under every later test.
     run = subprocess.run(
         [*SCENARIO, "--out", str(tmp_path)],
         cwd=ROOT,
