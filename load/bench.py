@@ -125,7 +125,7 @@ def vimark_command(db_url: str, keys: Path, listen: str, role: str, workers: int
     base = [exe] if exe else [sys.executable, "-c", "from vimark.client.cli.main import main; main()"]
     command = [*base, "serve", "--db", db_url, "--keys", str(keys), "--listen", listen, "--metrics-port", "0"]
     command += ["--role", role, "--shutdown-delay", "0"]
-    if workers > 1:  # `--workers` arrives with multi-process serving; until then one process
+    if workers > 1:
         command += ["--workers", str(workers)]
     return command
 

@@ -18,6 +18,7 @@ result processing) was most of an Issue's time, and a group is one writer's crit
 from __future__ import annotations
 
 import datetime as dt
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -63,6 +64,7 @@ _CHANGE_LOG_LOCK = 0x76696D61  # "vima": the advisory lock that orders change-lo
 _MIGRATION_LOCK = 0x76696D6D  # "vimm": serialises schema migrations of servers starting together
 
 
+FAIL_FAST_SECONDS = 1.0  # after the database failed to answer, how long calls fail at once
 _CONFLICT_STATES = {"40P01", "40001"}  # PostgreSQL: deadlock detected, serialization failure
 
 
@@ -321,6 +323,8 @@ class Store:
                 },
             )
         self._sql = _Sql(self.engine, self.is_sqlite)
+        self._unreachable_until = 0.0  # monotonic time before which calls fail fast (see _guard)
+        self._unreachable_reason = ""
         if migrate:
             self.migrate()
 
@@ -340,17 +344,29 @@ class Store:
     # -- transactions ------------------------------------------------------------------------
     @contextmanager
     def _guard(self) -> Iterator[None]:
-        """Translate database failures at the boundary: nothing SQLAlchemy leaks out."""
+        """Translate database failures at the boundary: nothing SQLAlchemy leaks out.
+
+        After the database failed to answer, calls fail at once for FAIL_FAST_SECONDS instead of
+        each waiting out a connect timeout: otherwise a stream of Issues during an outage holds
+        every handler thread, and Verify (which needs no database) queues behind them. The first
+        call after the pause tries the database again."""
+        if time.monotonic() < self._unreachable_until:
+            raise Unavailable(f"database unavailable (failing fast after: {self._unreachable_reason})")
         try:
             yield
         except OperationalError as exc:
             if getattr(exc.orig, "sqlstate", None) in _CONFLICT_STATES:
                 raise _Conflict(f"concurrent writers collided: {exc.orig}") from exc
-            raise Unavailable(f"database unavailable: {exc.orig}") from exc
+            raise self._unreachable(exc.orig) from exc
         except self._sql.OperationalError as exc:  # from a driver cursor (the Issue path)
             if getattr(exc, "sqlstate", None) in _CONFLICT_STATES:
                 raise _Conflict(f"concurrent writers collided: {exc}") from exc
-            raise Unavailable(f"database unavailable: {exc}") from exc
+            raise self._unreachable(exc) from exc
+
+    def _unreachable(self, cause: object) -> Unavailable:
+        self._unreachable_reason = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
+        self._unreachable_until = time.monotonic() + FAIL_FAST_SECONDS
+        return Unavailable(f"database unavailable: {cause}")
 
     @contextmanager
     def _write(self) -> Iterator[Connection]:

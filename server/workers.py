@@ -79,7 +79,7 @@ def run_workers(config: Any, workers: int, grace: float = 10.0) -> int:
     The caller must not have created any gRPC object in this process."""
     from vimark.server.app import prepare_store
 
-    prepare_store(config)  # migrate and seed once, before the workers race to do it
+    prepare_store(config)  # seed the demo once, before the workers start
     config = dataclasses.replace(config, demo_vehicles=0, reuse_port=True)
     sock, port = reserve_port(config.listen)
     host = config.listen.rpartition(":")[0]
