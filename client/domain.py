@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
+import functools
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -66,6 +67,7 @@ def status_bits(letters: str) -> int:
     return bits
 
 
+@functools.lru_cache(maxsize=4096)  # a few hundred distinct sets in practice; called on every verification
 def status_letters(bits: int) -> str:
     """The inverse of status_bits: "A" for a normal vehicle, else the letters in table order."""
     letters = "".join(c for i, c in enumerate(STORED_STATUS_LETTERS) if bits >> i & 1)
@@ -172,6 +174,7 @@ def month_start(month: Month) -> dt.date:
     return dt.date(month // 12, month % 12 + 1, 1)
 
 
+@functools.lru_cache(maxsize=4096)  # months 1950-2199 are 3,000; called on every verification
 def month_end(month: Month) -> dt.date:
     """The last day of the month: a mark "valid until 2027-06" is valid through 30 June 2027."""
     return month_start(month + 1) - dt.timedelta(days=1)

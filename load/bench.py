@@ -516,18 +516,13 @@ def issue_postgres(run: Run) -> None:
     from sqlalchemy import create_engine, text
     from sqlalchemy.exc import OperationalError
 
-    admin = create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT", connect_args={"connect_timeout": 3})
-    name = f"vimark_bench_{uuid.uuid4().hex[:10]}"
-    try:
-        with admin.connect() as conn:
-            conn.execute(text(f'CREATE DATABASE "{name}"'))
-    except OperationalError as exc:
-        admin.dispose()
-        print(f"  skipped: PostgreSQL unreachable at {POSTGRES_URL}: {exc.orig}")
-        print(json.dumps({"benchmark": "issue_postgres", "skipped": f"PostgreSQL unreachable at {POSTGRES_URL}"}))
-        return
-    url = POSTGRES_URL.rsplit("/", 1)[0] + "/" + name
-    try:
+    with contextlib.ExitStack() as stack:
+        try:
+            url = stack.enter_context(scratch_postgres("vimark_bench"))
+        except OperationalError as exc:
+            print(f"  skipped: PostgreSQL unreachable at {POSTGRES_URL}: {exc.orig}")
+            print(json.dumps({"benchmark": "issue_postgres", "skipped": f"PostgreSQL unreachable at {POSTGRES_URL}"}))
+            return
         from vimark.server.records import VehicleRecord
         from vimark.server.store import Store
 
@@ -575,9 +570,25 @@ def issue_postgres(run: Run) -> None:
             errors=dict(result.errors),
             postgres_vehicles=len(vehicles),
         )
-    finally:
+
+
+@contextlib.contextmanager
+def scratch_postgres(prefix: str) -> Iterator[str]:
+    """The URL of a new, empty database on POSTGRES_URL's server, dropped on leaving.
+    Raises SQLAlchemy's OperationalError when PostgreSQL is unreachable."""
+    from sqlalchemy import create_engine, text
+
+    admin = create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT", connect_args={"connect_timeout": 3})
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    try:
         with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+        try:
+            yield POSTGRES_URL.rsplit("/", 1)[0] + "/" + name
+        finally:
+            with admin.connect() as conn:
+                conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    finally:
         admin.dispose()
 
 

@@ -5,7 +5,7 @@ through a real `vimark serve` process (`--via grpc`).
     python -m load.issue_rate --via grpc [--seconds 5] [--runs 3] [--threads 1 16 64] [--db ...]
 
 Each run uses a fresh database (a SQLite file in a temporary directory, or a fresh PostgreSQL
-database at $VIMARK_TEST_POSTGRES) with 2,000 registered vehicles. In-process, every thread
+database on load.bench's POSTGRES_URL) with 2,000 registered vehicles. In-process, every thread
 issues REDOWNLOAD marks for its own vehicles. Through gRPC, the server seeds them (`--demo`) and
 load/loadgen.py (what load/bench.py's issue benchmarks use: one process per core, grpc.aio)
 keeps `threads` REDOWNLOAD calls in flight in all (load/bench.py: 32 per core). Prints the median Issue/s of the runs.
@@ -28,9 +28,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from sqlalchemy import create_engine, text
-
 from load import loadgen
+from load.bench import scratch_postgres
 from vimark.client.domain import BLOCKS_ISSUE_MASK, china_date
 from vimark.server import rules
 from vimark.server.demo import demo_vehicles
@@ -42,7 +41,6 @@ from vimark.server.store import Store
 from vimark.server.sync import IndexSync, KeyWatcher
 from vimark.v1 import certificate_pb2
 
-POSTGRES = os.environ.get("VIMARK_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 VEHICLES = 2000
 
 
@@ -55,16 +53,8 @@ def _database(kind: str, workdir: Path) -> Iterator[str]:
     if kind == "sqlite":
         yield f"sqlite:///{workdir / f'issue-{uuid.uuid4().hex[:8]}.db'}"
         return
-    admin = create_engine(POSTGRES, isolation_level="AUTOCOMMIT")
-    name = f"vimark_rate_{uuid.uuid4().hex[:12]}"
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield POSTGRES.rsplit("/", 1)[0] + "/" + name
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+    with scratch_postgres("vimark_rate") as url:
+        yield url
 
 
 def run_once(kind: str, threads: int, seconds: float, workdir: Path, keys: KeyWatcher) -> float:

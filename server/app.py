@@ -105,13 +105,13 @@ def require_loopback(listen: str) -> None:
 def prepare_store(config: ServerConfig) -> None:
     """Seed the demo vehicles once, before worker processes start. Without a demo nothing here needs
     the database: each worker migrates and loads in the background, so they can start while it is down."""
-    store = Store(config.db_url, migrate=False)
+    if not config.demo_vehicles:
+        return
+    store = Store(config.db_url)
     try:
-        if config.demo_vehicles:
-            store.migrate()
-            keys = KeyWatcher(KeyDirectory(config.keys_dir, config.clock))
-            issuer = Issuer(store, keys.signer, config.clock, config.rule_config)
-            log.info("demo: %s", seed_demo(store, issuer, config.demo_vehicles, config.clock))
+        keys = KeyWatcher(KeyDirectory(config.keys_dir, config.clock))
+        issuer = Issuer(store, keys.signer, config.clock, config.rule_config)
+        log.info("demo: %s", seed_demo(store, issuer, config.demo_vehicles, config.clock))
     finally:
         store.close()
 

@@ -518,33 +518,28 @@ class Store:
             return self._mark_where(conn, MarkRow.serial == serial)
 
     def _mark_where(self, conn: Connection, condition: Any) -> MarkRecord | None:
-        marks = self._marks_where(conn, condition)
-        return marks[0] if marks else None
-
-    def _marks_where(self, conn: Connection, condition: Any) -> list[MarkRecord]:
-        rows = conn.execute(
+        row = conn.execute(
             select(*MarkRow.__table__.c, VehicleRow.plate_type, VehicleRow.plate_number, VehicleRow.vin)
             .join(VehicleRow, VehicleRow.id == MarkRow.vehicle_id)
             .where(condition)
+        ).first()
+        if row is None:
+            return None
+        return MarkRecord(
+            serial=row.serial,
+            vehicle_id=row.vehicle_id,
+            plate_type=row.plate_type,
+            plate_number=row.plate_number,
+            vin=row.vin,
+            valid_until=row.valid_until,
+            reason=row.reason,
+            issued_at=dt.datetime.fromtimestamp(row.issued_at, dt.UTC),
+            valid_from=row.valid_from,
+            key_id=row.key_id,
+            qr_text=row.qr_text,
+            request_id=row.request_id,
+            revoked=row.revoked,
         )
-        return [
-            MarkRecord(
-                serial=row.serial,
-                vehicle_id=row.vehicle_id,
-                plate_type=row.plate_type,
-                plate_number=row.plate_number,
-                vin=row.vin,
-                valid_until=row.valid_until,
-                reason=row.reason,
-                issued_at=dt.datetime.fromtimestamp(row.issued_at, dt.UTC),
-                valid_from=row.valid_from,
-                key_id=row.key_id,
-                qr_text=row.qr_text,
-                request_id=row.request_id,
-                revoked=row.revoked,
-            )
-            for row in rows
-        ]
 
     def issue(
         self,

@@ -6,7 +6,6 @@ A verdict is data: every QR text, however broken, gets one.
 from __future__ import annotations
 
 import datetime as dt
-import functools
 from collections.abc import Iterator
 from dataclasses import dataclass
 from itertools import chain
@@ -18,7 +17,6 @@ from vimark.client.domain import (
     POLICE_ALERT_MASK,
     Clock,
     china_date,
-    month_end,
     status_letters,
 )
 from vimark.client.errors import CertificateError
@@ -52,10 +50,6 @@ _VERDICT_OF_ERROR = {
 # first chunks while this thread still decodes the rest (measured: load/verify_engine.py).
 _SUBMIT_CHUNK = 32
 
-# Pure functions of small domains, called on every verification.
-_month_end = functools.lru_cache(maxsize=4096)(month_end)
-_status_letters = functools.lru_cache(maxsize=4096)(status_letters)
-
 
 @dataclass(frozen=True)
 class VehicleStanding:
@@ -68,10 +62,8 @@ class VehicleStanding:
 
     @classmethod
     def of(cls, vehicle: VehicleRecord, on: dt.date, config: rules.RuleConfig) -> VehicleStanding:
-        valid_until = vehicle.valid_until
-        if valid_until is not None and on <= _month_end(valid_until):
-            # Within a recorded validity (rules.within_validity): not overdue, no overdue cycles.
-            return cls(vehicle, True, 0, _status_letters(vehicle.status_bits))
+        if rules.within_validity(vehicle.valid_until, on):  # the common case: no grid to walk
+            return cls(vehicle, True, 0, status_letters(vehicle.status_bits))
         facts = vehicle.facts()
         # A vehicle with no recorded validity is within its implicit first validity until its first
         # due month has ended (rules.overdue): a new car is not fined for having no mark yet.

@@ -142,7 +142,9 @@ def test_every_promised_metric_is_scraped(sqlite_url: str, keys_dir: Path, clock
         r"vimark_index_checksum [1-9]",
         r"vimark_audit_backlog \d",  # audit backlog
         r"vimark_audit_written_total \d",
-        r"vimark_rate_limited_total",  # rate-limit refusals (by role, once one happens)
+        # Rate-limit refusals: declared here (development mode has no limit to refuse with); the
+        # counted value is asserted over TLS in test_tls_roles.py.
+        r"# TYPE vimark_rate_limited_total counter",
     ):
         assert re.search(pattern, text), pattern
 
