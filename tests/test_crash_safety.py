@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -27,6 +26,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from sqlalchemy import func, select
 
 from conftest import vehicle
+from ports import free_port
 from vimark.client.errors import Unavailable
 from vimark.client.sdk import VimarkClient
 from vimark.server.index import ValidityIndex
@@ -38,12 +38,6 @@ VIMARK = [sys.executable, "-m", "vimark.client.cli.main"]
 PLATES = [f"闽C{i:05d}" for i in range(6)]  # few vehicles: most Issues supersede an earlier mark
 WORKERS = 6
 ACKED_BEFORE_KILL = 60  # the kill lands after this many Issues returned OK, while more are in flight
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Served:

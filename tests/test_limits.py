@@ -13,10 +13,10 @@ from pathlib import Path
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2
-from test_cli_walkthrough import free_port
 from test_server_lifecycle import health
 
 from conftest import MovableClock, start_server, vehicle
+from ports import free_port
 from vimark.client.errors import ResourceExhausted
 from vimark.client.sdk import VimarkClient
 from vimark.server.app import MAX_MESSAGE_BYTES

@@ -10,9 +10,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from test_cli_walkthrough import free_port
 
 from conftest import MovableClock, start_server, vehicle
+from ports import free_port
 from vimark.client.errors import PermissionDenied, ResourceExhausted, Unauthenticated, Unavailable
 from vimark.client.sdk import VimarkClient, tls_credentials
 from vimark.server import pki

@@ -19,8 +19,9 @@ from pathlib import Path
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from test_cli_walkthrough import VIMARK, free_port
+from test_cli_walkthrough import VIMARK
 
+from ports import free_port
 from vimark.client.sdk import tls_credentials
 
 PLATE = ["--plate-number", "闽C12345", "--plate-type", "02"]

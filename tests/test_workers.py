@@ -17,10 +17,11 @@ from pathlib import Path
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2
-from test_cli_walkthrough import VIMARK, free_port, health_status
+from test_cli_walkthrough import VIMARK, health_status
 from test_server_lifecycle import health
 
 from conftest import MovableClock
+from ports import free_port
 from vimark.client.errors import RuleViolation
 from vimark.client.sdk import VimarkClient
 from vimark.server.app import ServerConfig, VimarkServer
@@ -64,7 +65,7 @@ def wait_serving(address: str, process: subprocess.Popen[str], log: Path, timeou
 
 @pytest.fixture
 def workers(tmp_path: Path) -> Iterator[Workers]:
-    port, metrics_port = free_port(), free_port()
+    port, metrics_port = free_port(), free_port(count=2)  # worker i serves metrics on metrics_port + i
     log = tmp_path / "serve.log"
     with log.open("w") as out:
         process = subprocess.Popen(
