@@ -83,9 +83,15 @@ class Dataset:
         """A private copy of the database and keys for one server run (servers write: audit rows,
         issued marks). Returns (db file, key directory)."""
         directory.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(self.db, directory / "vimark.db")
-        shutil.copytree(self.keys, directory / "keys", dirs_exist_ok=True)
-        return directory / "vimark.db", directory / "keys"
+        db, keys = directory / "vimark.db", directory / "keys"
+        # A previous copy's write-ahead log would be replayed into this one (SQLite reports the
+        # file malformed), and its keys would mix with these: start from nothing.
+        for leftover in (db.with_name("vimark.db-wal"), db.with_name("vimark.db-shm")):
+            leftover.unlink(missing_ok=True)
+        shutil.rmtree(keys, ignore_errors=True)
+        shutil.copyfile(self.db, db)
+        shutil.copytree(self.keys, keys)
+        return db, keys
 
 
 def load(vehicles: int = FULL_VEHICLES, seed: int = 2026, *, verbose: bool = True) -> Dataset:
