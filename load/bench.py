@@ -259,8 +259,10 @@ def verify_unary(run: Run) -> None:
     served = run.police_server()
     requests = run.verify_requests()
     kind, echo = run.echo_baseline("Verify", requests)
+    ceiling = signature_only(run, requests)
     result = run.load(served.target, "Verify", requests)
     _show("vimark Verify", result)
+    print(f"  vimark / signature-only      {result.rate / ceiling.rate:>10.3f}  (what vimark's own Python leaves)")
     run.peaks["Verify"] = result.rate
     run.report(
         "verify_unary",
@@ -269,11 +271,22 @@ def verify_unary(run: Run) -> None:
         echo.rate,
         f"echo-{kind}",
         target_ratio=VERIFY_TARGET,
+        signature_only=round(ceiling.rate, 3),
+        signature_only_ratio=round(ceiling.rate / echo.rate, 3) if echo.rate else 0.0,
         **_latency_fields(result),
         errors=dict(result.errors),
         distinct_requests=len(run.data.marks),
         mix=dict(run.data.mix()),
     )
+
+
+def signature_only(run: Run, requests: Path) -> Result:
+    """The ceiling for Verify: the sync echo server checking one real signature per call (load/echo.py)."""
+    target = f"127.0.0.1:{free_port()}"
+    with serve(echo_command(target, "signature", run.workers), target, run.work / "echo-signature.log"):
+        result = run.load(target, "Verify", requests)
+    _show("signature-only handler", result)
+    return result
 
 
 def lookup_unary(run: Run) -> None:
