@@ -32,6 +32,7 @@ from vimark.server.audit import AuditLog
 from vimark.server.auth import Authenticator, CertificateAuth, DevAuth, server_credentials
 from vimark.server.batcher import SignatureEngine
 from vimark.server.demo import seed_demo
+from vimark.server.guard import GuardOtherServices
 from vimark.server.index import ValidityIndex
 from vimark.server.issuer import Issuer
 from vimark.server.keys import KeyDirectory
@@ -156,17 +157,6 @@ class VimarkServer:
         self._stop = threading.Event()
         self._stopping = threading.Event()
         self._threads: list[threading.Thread] = []
-        self.server = grpc.server(
-            futures.ThreadPoolExecutor(max_workers=config.max_workers, thread_name_prefix="vimark-rpc"),
-            options=[
-                ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-                ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-                # One server per port unless its workers share it on purpose: a second `vimark serve`
-                # on a taken port must fail, not silently share the traffic (gRPC's default is to share).
-                ("grpc.so_reuseport", int(config.reuse_port)),
-            ],
-            maximum_concurrent_rpcs=config.max_concurrent_rpcs,
-        )
         auth: Authenticator
         limiter = None
         if config.tls is None:
@@ -180,6 +170,20 @@ class VimarkServer:
                 )
             auth = CertificateAuth(config.tls.crl_path, client_ca=config.tls.client_ca)
             limiter = RateLimiter(config.rate_limits)
+        self.server = grpc.server(
+            futures.ThreadPoolExecutor(max_workers=config.max_workers, thread_name_prefix="vimark-rpc"),
+            options=[
+                ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+                ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+                # One server per port unless its workers share it on purpose: a second `vimark serve`
+                # on a taken port must fail, not silently share the traffic (gRPC's default is to share).
+                ("grpc.so_reuseport", int(config.reuse_port)),
+            ],
+            maximum_concurrent_rpcs=config.max_concurrent_rpcs,
+            # Health and reflection are checked as vimark's own RPCs are, and their long-lived
+            # streams may hold at most a quarter of the handler threads (server/guard.py).
+            interceptors=[GuardOtherServices(auth, max_streams=max(1, config.max_workers // 4))],
+        )
         mark_service_pb2_grpc.add_MarkServiceServicer_to_server(
             MarkService(
                 self.metrics,

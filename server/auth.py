@@ -11,10 +11,13 @@ In development mode (plaintext, loopback only) every caller gets the role fixed 
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import os
 import re
 import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, cast
@@ -22,6 +25,7 @@ from typing import Protocol, cast
 import grpc
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
+from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from vimark.client.errors import KeyStoreError, Unauthenticated
 from vimark.server.views import Role
@@ -82,7 +86,19 @@ def caller_from_uri(uri: str) -> Caller:
 
 
 def caller_from_certificate(cert: x509.Certificate) -> Caller:
-    """The caller named by the certificate's one vimark URI SAN; ValueError saying what is wrong otherwise."""
+    """The caller named by the certificate's one vimark URI SAN; ValueError saying what is wrong otherwise.
+    A CA certificate, or one whose extended key usage leaves out client authentication, names nobody."""
+    try:
+        if cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca:
+            raise ValueError("it is a CA certificate, not a caller's")
+    except x509.ExtensionNotFound:
+        pass
+    try:
+        usages = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    except x509.ExtensionNotFound:
+        usages = None
+    if usages is not None and ExtendedKeyUsageOID.CLIENT_AUTH not in usages:
+        raise ValueError("its extended key usage does not include client authentication")
     try:
         san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     except x509.ExtensionNotFound:
@@ -102,6 +118,8 @@ class _Identity:
     caller: Caller | None
     serial: int
     problem: str
+    not_before: float = 0.0  # Unix seconds: the handshake checked them once, a call checks them again
+    not_after: float = float("inf")
 
 
 class CertificateAuth:
@@ -114,13 +132,22 @@ class CertificateAuth:
     `vimark pki init` writes).
     """
 
-    def __init__(self, crl_path: Path | None, *, client_ca: Path | None = None, cache_size: int = 10_000) -> None:
+    def __init__(
+        self,
+        crl_path: Path | None,
+        *,
+        client_ca: Path | None = None,
+        cache_size: int = 10_000,
+        now: Callable[[], float] = time.time,
+    ) -> None:
+        self._now = now  # real time, as the handshake's: a certificate expires by the wall clock
         self._crl_path = crl_path
         self._crl_file = os.fspath(crl_path) if crl_path is not None else ""
         self._cache: dict[bytes, _Identity] = {}
         self._cache_size = cache_size
         self._lock = threading.Lock()
         self._revoked: frozenset[int] = frozenset()
+        self._crl_number = -1  # the CRL number last read: an older CRL put back must not un-revoke
         self._crl_version: tuple[int, int, int] | None = None
         self._ca: x509.Certificate | None = None
         if crl_path is not None:
@@ -142,6 +169,14 @@ class CertificateAuth:
             identity = self._parse(pem)
         if identity.caller is None:
             raise Unauthenticated(f"client certificate {identity.serial:x} is refused: {identity.problem}")
+        # A channel outlives its handshake by days: expiry is checked on every call, like the CRL.
+        now = self._now()
+        if not identity.not_before <= now <= identity.not_after:
+            caller = identity.caller
+            raise Unauthenticated(
+                f"client certificate {identity.serial:x} ({caller.role.value}/{caller.caller_id}) is outside "
+                f"its validity ({_utc(identity.not_before)} to {_utc(identity.not_after)})"
+            )
         if self._crl_path is not None:
             self._refresh()
             if identity.serial in self._revoked:
@@ -161,7 +196,13 @@ class CertificateAuth:
         except ValueError as exc:
             return _Identity(None, 0, f"unreadable certificate: {exc}")
         try:
-            identity = _Identity(caller_from_certificate(cert), cert.serial_number, "")
+            identity = _Identity(
+                caller_from_certificate(cert),
+                cert.serial_number,
+                "",
+                cert.not_valid_before_utc.timestamp(),
+                cert.not_valid_after_utc.timestamp(),
+            )
         except ValueError as exc:
             identity = _Identity(None, cert.serial_number, str(exc))
         with self._lock:
@@ -191,7 +232,7 @@ class CertificateAuth:
             if version == self._crl_version:  # another thread has just read it
                 return
             try:
-                revoked = self._load_crl()
+                revoked, number = self._load_crl()
             except KeyStoreError as exc:
                 if initial:
                     raise
@@ -199,11 +240,12 @@ class CertificateAuth:
                 self._crl_version = version  # log once per bad file, not once per call
                 return
             # A file replaced again since the stat is read again on the next call: its version differs.
-            self._revoked, self._crl_version = revoked, version
-            log.info("CRL %s read: %d revoked client certificates", self._crl_path, len(revoked))
+            self._revoked, self._crl_number, self._crl_version = revoked, number, version
+            log.info("CRL %s read (number %d): %d revoked client certificates", self._crl_path, number, len(revoked))
 
-    def _load_crl(self) -> frozenset[int]:
-        """The revoked serials; read after the stat, so never older than the version recorded."""
+    def _load_crl(self) -> tuple[frozenset[int], int]:
+        """The revoked serials and the CRL's number; read after the stat, so never older than the
+        version recorded. A CRL older than the one in force (a stale copy put back) is refused."""
         assert self._crl_path is not None and self._ca is not None
         try:
             crl = x509.load_pem_x509_crl(self._crl_path.read_bytes())
@@ -217,7 +259,23 @@ class CertificateAuth:
             raise KeyStoreError(
                 f"CRL {self._crl_path} is not signed by the client CA {self._ca.subject.rfc4514_string()}"
             )
-        return frozenset(r.serial_number for r in crl)
+        try:
+            number = int(crl.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number)
+        except x509.ExtensionNotFound:
+            number = 0
+        if number < self._crl_number:
+            raise KeyStoreError(
+                f"CRL {self._crl_path} is number {number}, older than number {self._crl_number} in force"
+                " (a stale copy?)"
+            )
+        next_update = crl.next_update_utc
+        if next_update is not None and next_update.timestamp() < self._now():
+            log.error("CRL %s is past its next update (%s): issue a fresh one", self._crl_path, next_update)
+        return frozenset(r.serial_number for r in crl), number
+
+
+def _utc(seconds: float) -> str:
+    return dt.datetime.fromtimestamp(seconds, dt.UTC).isoformat(timespec="seconds")
 
 
 def server_credentials(cert: Path, key: Path, client_ca: Path) -> grpc.ServerCredentials:

@@ -172,8 +172,12 @@ class _Base:
             raise Unavailable("the validity index is still loading")
 
 
-def _at_date(text: str) -> dt.date | None:
-    return parse_date(text, "at_date") if text else None
+def _at_date(text: str, caller: Caller) -> dt.date | None:
+    if not text:
+        return None
+    if not (views.may_judge_another_date(caller.role) or caller.unrestricted):
+        raise PermissionDenied(f"at_date is not for the {caller.role.value} role: it is judged on today's date")
+    return parse_date(text, "at_date")
 
 
 def _check_qr_text(text: str) -> None:
@@ -227,7 +231,7 @@ class MarkService(_Base, pb_grpc.MarkServiceServicer):
     @rpc("Verify")
     def Verify(self, request: pb.VerifyRequest, context: grpc.ServicerContext, caller: Caller) -> pb.VerifyResponse:
         _check_qr_text(request.qr_text)
-        at = _at_date(request.at_date)
+        at = _at_date(request.at_date, caller)
         self.require_ready()
         verification = self.verifier.verify(request.qr_text, at)
         self.metrics.verdict_given("Verify", verification.verdict)
@@ -241,7 +245,7 @@ class MarkService(_Base, pb_grpc.MarkServiceServicer):
     ) -> pb.VerifyBatchResponse:
         if not 1 <= len(request.qr_texts) <= MAX_BATCH:
             raise InvalidArgument("qr_texts", f"{len(request.qr_texts)} items; send 1 to {MAX_BATCH}")
-        at = _at_date(request.at_date)
+        at = _at_date(request.at_date, caller)
         self.require_ready()
         self.metrics.batch_size.observe(len(request.qr_texts))
         results = self.verifier.verify_many(list(request.qr_texts), at)
@@ -255,7 +259,7 @@ class MarkService(_Base, pb_grpc.MarkServiceServicer):
     def LookupVehicleStatus(
         self, request: pb.LookupVehicleStatusRequest, context: grpc.ServicerContext, caller: Caller
     ) -> pb.LookupVehicleStatusResponse:
-        at = _at_date(request.at_date)
+        at = _at_date(request.at_date, caller)
         self.require_ready()
         if request.plate_number or request.plate_type:
             plate_type = parse_plate_type(request.plate_type)

@@ -199,9 +199,7 @@ class Verifier:
         if self.index.is_revoked(body.serial):
             return verdict(Verdict.VERDICT_REVOKED, f"mark {body.serial} has been revoked", standing)
         if body.serial != vehicle.current_serial or body.vin != vehicle.vin:
-            return verdict(
-                Verdict.VERDICT_SUPERSEDED, f"a newer mark ({vehicle.current_serial}) replaces this one", standing
-            )
+            return verdict(Verdict.VERDICT_SUPERSEDED, "a newer mark replaces this one", standing)
         # 14. Inspection validity on the judged date. Before the validity this mark attests was
         # granted, it shows nothing (the vehicle may have been overdue and inspected since).
         if on < body.valid_from:

@@ -87,3 +87,10 @@ def lookup_response(s: VehicleStanding, role: Role) -> pb.LookupVehicleStatusRes
 
 def may_see_seal_keys(role: Role) -> bool:
     return role in (Role.POLICE, Role.OPERATOR)
+
+
+def may_judge_another_date(role: Role) -> bool:
+    """`at_date` is for police and partners (was it valid on the day of the accident?). The public
+    sees today's valid / not valid only: answers on chosen dates would tell an overdue car from a
+    stolen or superseded one, and when its validity began."""
+    return role is not Role.PUBLIC

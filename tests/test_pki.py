@@ -33,7 +33,7 @@ from vimark.client.cli.main import build_parser, main
 from vimark.client.errors import KeyStoreError, ResourceExhausted, Unauthenticated, VimarkError
 from vimark.client.sdk import VimarkClient, error_from_rpc, tls_credentials
 from vimark.server import pki
-from vimark.server.auth import CertificateAuth, server_credentials
+from vimark.server.auth import CertificateAuth, caller_from_certificate, server_credentials
 from vimark.server.views import Role
 
 WHO = "/vimark.test.Identity/Who"
@@ -142,8 +142,15 @@ def test_certificate_from_another_ca_is_refused_at_the_handshake(
     assert server.calls == 0
 
 
-def ca_signed(directory: Path, san: list[x509.GeneralName] | None) -> str:
-    """A client certificate the CA really signed, but with the given SAN (None: no SAN): NAME.pem/.key."""
+def ca_signed(
+    directory: Path,
+    san: list[x509.GeneralName] | None,
+    *,
+    is_ca: bool = False,
+    usages: tuple[x509.ObjectIdentifier, ...] = (ExtendedKeyUsageOID.CLIENT_AUTH,),
+) -> str:
+    """A certificate the CA really signed, with the given SAN (None: no SAN), CA flag and extended
+    key usages: DIR/NAME.pem and .key; returns NAME."""
     ca = x509.load_pem_x509_certificate((directory / "ca.pem").read_bytes())
     ca_key = serialization.load_pem_private_key((directory / "ca.key").read_bytes(), None)
     assert isinstance(ca_key, ec.EllipticCurvePrivateKey)
@@ -157,7 +164,8 @@ def ca_signed(directory: Path, san: list[x509.GeneralName] | None) -> str:
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - dt.timedelta(minutes=1))
         .not_valid_after(now + dt.timedelta(days=1))
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+        .add_extension(x509.ExtendedKeyUsage(list(usages)), critical=False)
+        .add_extension(x509.BasicConstraints(ca=is_ca, path_length=None), critical=True)
     )
     if san is not None:
         builder = builder.add_extension(x509.SubjectAlternativeName(san), critical=False)
@@ -197,6 +205,51 @@ def test_certificate_naming_no_vimark_role_is_unauthenticated(
             error = rpc_error(channel)
             assert isinstance(error, grpc.Call) and error.code() == grpc.StatusCode.UNAUTHENTICATED
             assert problem in (error.details() or "")
+
+
+POLICE_T1 = [x509.UniformResourceIdentifier("spiffe://vimark/role/police/id/T-1")]
+
+
+def test_a_ca_certificate_or_one_not_for_client_authentication_names_nobody(
+    ca_dir: Path, server: IdentityServer
+) -> None:
+    with server.channel(ca_dir, ca_signed(ca_dir, POLICE_T1, is_ca=True)) as channel:
+        error = rpc_error(channel)
+        assert code(error) == grpc.StatusCode.UNAUTHENTICATED and "CA certificate" in (error.details() or "")
+    # The handshake already refuses a server-only certificate as a client's; the identity check would too.
+    server_only = ca_dir / f"{ca_signed(ca_dir, POLICE_T1, usages=(ExtendedKeyUsageOID.SERVER_AUTH,))}.pem"
+    with pytest.raises(ValueError, match="client authentication"):
+        caller_from_certificate(x509.load_pem_x509_certificate(server_only.read_bytes()))
+
+
+def test_an_expired_certificate_is_refused_on_a_channel_opened_before(ca_dir: Path) -> None:
+    pki.issue(ca_dir, "police", "T-1")
+    now = [dt.datetime.now(dt.UTC).timestamp()]
+    s = IdentityServer(ca_dir, CertificateAuth(ca_dir / "crl.pem", now=lambda: now[0]))
+    try:
+        with s.channel(ca_dir, "police-T-1") as channel:
+            assert who(channel) == "police/T-1"
+            now[0] += (pki.LEAF_LIFETIME + dt.timedelta(minutes=1)).total_seconds()
+            error = rpc_error(channel)
+            assert code(error) == grpc.StatusCode.UNAUTHENTICATED
+            assert "(police/T-1) is outside its validity" in (error.details() or "")
+    finally:
+        s.server.stop(None)
+
+
+def test_an_older_crl_put_back_does_not_unrevoke(
+    ca_dir: Path, server: IdentityServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    pki.issue(ca_dir, "police", "T-1")
+    stale = (ca_dir / "crl.pem").read_bytes()  # CRL number 1, revoking nothing
+    with server.channel(ca_dir, "police-T-1") as channel:
+        assert who(channel) == "police/T-1"
+        pki.revoke(ca_dir, "police", "T-1")
+        assert code(rpc_error(channel)) == grpc.StatusCode.UNAUTHENTICATED
+        with caplog.at_level(logging.ERROR, logger="vimark.server.auth"):
+            (ca_dir / "crl.pem").write_bytes(stale)
+            assert code(rpc_error(channel)) == grpc.StatusCode.UNAUTHENTICATED
+        assert "is number 1, older than number 2 in force" in caplog.text
 
 
 def test_revocation_refuses_the_next_call_on_the_same_channel(ca_dir: Path, server: IdentityServer) -> None:

@@ -5,18 +5,22 @@ rate limits answer RESOURCE_EXHAUSTED with a retry delay; police and partner que
 from __future__ import annotations
 
 import re
+import time
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import grpc
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from conftest import MovableClock, start_server, vehicle
 from ports import free_port
 from vimark.client.errors import PermissionDenied, ResourceExhausted, Unauthenticated, Unavailable
 from vimark.client.sdk import VimarkClient, tls_credentials
 from vimark.server import pki
-from vimark.server.app import TlsConfig, VimarkServer
+from vimark.server.app import ServerConfig, TlsConfig, VimarkServer
 from vimark.server.limits import DEFAULT_RATES, Rate
 from vimark.server.store import Store
 from vimark.server.views import Role
@@ -24,6 +28,8 @@ from vimark.v1 import certificate_pb2 as cpb
 from vimark.v1 import mark_service_pb2 as pb
 
 PLATE = {"plate_number": "闽C12345", "plate_type": "02"}
+SERVING = health_pb2.HealthCheckResponse.SERVING
+STREAMS = ServerConfig().max_workers // 4  # health-watch and reflection streams open at once
 CALLERS = {
     Role.POLICE: "TX-0001",
     Role.PUBLIC: "app-7",
@@ -224,3 +230,61 @@ def test_tls_server_listens_beyond_loopback_but_development_mode_does_not(
     server = VimarkServer(ServerConfig(db_url=sqlite_url, keys_dir=keys_dir, listen="0.0.0.0:0", tls=tls))
     assert server.port > 0
     server.stop(grace=0)
+
+
+def test_public_cannot_judge_another_date_and_partners_can(connect: Connect, mark: pb.IssueResponse) -> None:
+    # Answers on chosen dates would tell the public why a mark is not valid, and when it began.
+    with pytest.raises(PermissionDenied, match="at_date"):
+        connect(Role.PUBLIC).verify(mark.qr_text, at_date="2026-11-24")
+    assert connect(Role.PARTNER).verify(mark.qr_text, at_date="2026-11-24").verdict == pb.VERDICT_NOT_YET_VALID
+
+
+def test_a_superseded_mark_names_no_newer_serial_to_a_partner(connect: Connect, mark: pb.IssueResponse) -> None:
+    newer = connect(Role.ISSUER).issue(request_id="dl-1", reason=cpb.ISSUE_REASON_REDOWNLOAD, **PLATE)
+    seen = connect(Role.PARTNER).verify(mark.qr_text)
+    assert seen.verdict == pb.VERDICT_SUPERSEDED and str(newer.serial) not in seen.explanation
+    assert connect(Role.POLICE).verify(mark.qr_text).current_serial == newer.serial
+
+
+def test_health_and_reflection_refuse_a_revoked_certificate(connect: Connect, pki_dir: Path) -> None:
+    lost = connect(Role.POLICE)
+    health = health_pb2_grpc.HealthStub(lost.channel)
+    assert health.Check(health_pb2.HealthCheckRequest(), timeout=5).status == SERVING
+    pki.revoke(pki_dir, Role.POLICE, "TX-0001")
+    with pytest.raises(grpc.RpcError) as refused:
+        health.Check(health_pb2.HealthCheckRequest(), timeout=5)
+    assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    reflection = reflection_pb2_grpc.ServerReflectionStub(lost.channel)
+    with pytest.raises(grpc.RpcError) as refused:
+        list(reflection.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]), 5))
+    assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    other = health_pb2_grpc.HealthStub(connect(Role.POLICE, "TX-0002").channel)
+    assert other.Check(health_pb2.HealthCheckRequest(), timeout=5).status == SERVING
+
+
+def test_idle_streams_cannot_take_the_handler_threads(connect: Connect, mark: pb.IssueResponse) -> None:
+    # A sync server lends each call a handler thread for as long as it lasts: idle health watches
+    # must not add up to all of them, or Verify would wait behind them.
+    health = health_pb2_grpc.HealthStub(connect(Role.PUBLIC).channel)
+    watches = [health.Watch(health_pb2.HealthCheckRequest(), timeout=60) for _ in range(STREAMS)]
+    try:
+        assert all(next(w).status == SERVING for w in watches)
+        with pytest.raises(grpc.RpcError) as refused:
+            next(health.Watch(health_pb2.HealthCheckRequest(), timeout=10))
+        assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert connect(Role.POLICE).verify(mark.qr_text).verdict == pb.VERDICT_VALID
+    finally:
+        for w in watches:
+            w.cancel()
+    deadline = time.monotonic() + 10  # the slots come back as the cancelled streams end
+    while True:
+        again = health.Watch(health_pb2.HealthCheckRequest(), timeout=10)
+        try:
+            assert next(again).status == SERVING
+            break
+        except grpc.RpcError as exc:
+            if exc.code() != grpc.StatusCode.RESOURCE_EXHAUSTED or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+        finally:
+            again.cancel()
