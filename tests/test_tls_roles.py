@@ -17,7 +17,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from conftest import MovableClock, start_server, vehicle
 from ports import free_port
-from vimark.client.errors import PermissionDenied, ResourceExhausted, Unauthenticated, Unavailable
+from vimark.client.errors import PermissionDenied, ResourceExhausted, Unauthenticated, Unavailable, VimarkError
 from vimark.client.sdk import VimarkClient, tls_credentials
 from vimark.server import pki
 from vimark.server.app import ServerConfig, TlsConfig, VimarkServer
@@ -288,3 +288,11 @@ def test_idle_streams_cannot_take_the_handler_threads(connect: Connect, mark: pb
             time.sleep(0.05)
         finally:
             again.cancel()
+
+
+def test_a_tls_server_will_not_start_without_its_crl(sqlite_url: str, keys_dir: Path, pki_dir: Path) -> None:
+    # Without its CRL a server would take every revoked (stolen) terminal's certificate.
+    (pki_dir / "crl.pem").unlink()
+    tls = TlsConfig(pki_dir / "server.pem", pki_dir / "server.key", pki_dir / "ca.pem")
+    with pytest.raises(VimarkError, match="no CRL at"):
+        VimarkServer(ServerConfig(db_url=sqlite_url, keys_dir=keys_dir, listen="127.0.0.1:0", tls=tls))
