@@ -142,13 +142,14 @@ _L = "A-HJ-NP-Z"  # letters without I and O
 _ORDINARY = re.compile(rf"[{PROVINCES}][A-Z][{_L}0-9]{{4}}[{_L}0-9挂学警港澳]")
 _NEV_SMALL = re.compile(rf"[{PROVINCES}][A-Z][DABCEFGHJK][{_L}0-9][0-9]{{4}}")
 _NEV_LARGE = re.compile(rf"[{PROVINCES}][A-Z][0-9]{{5}}[DABCEFGHJK]")
-_DIPLOMATIC = re.compile(r"(使[0-9]{6}|[0-9]{6}使|[0-9]{6}领)")
+_EMBASSY = re.compile(r"使[0-9]{6}|[0-9]{6}使")
+_CONSULATE = re.compile(rf"[{PROVINCES}][A-Z][{_L}0-9]{{4}}领")  # e.g. 沪A1234领; no 6 digits + 领 shape exists
 _VIN = re.compile(r"[A-HJ-NPR-Z0-9]{17}")
 
 
 def parse_plate_number(text: str) -> str:
     """Check a plate number against GA 36-2018's shapes; returns it unchanged."""
-    if not any(p.fullmatch(text) for p in (_ORDINARY, _NEV_SMALL, _NEV_LARGE, _DIPLOMATIC)):
+    if not any(p.fullmatch(text) for p in (_ORDINARY, _NEV_SMALL, _NEV_LARGE, _EMBASSY, _CONSULATE)):
         raise InvalidArgument(
             "plate_number",
             f"{text!r} is not a plate number (province + letter + 5 characters, or 6 for new-energy)",

@@ -201,7 +201,16 @@ class VimarkServer:
             self.server,
         )
         registry_service_pb2_grpc.add_RegistryServiceServicer_to_server(
-            RegistryService(self.metrics, self.sync, auth, limiter, store=self.store), self.server
+            RegistryService(
+                self.metrics,
+                self.sync,
+                auth,
+                limiter,
+                store=self.store,
+                clock=config.clock,
+                rule_config=config.rule_config,
+            ),
+            self.server,
         )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection(

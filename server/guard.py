@@ -43,14 +43,16 @@ class StreamSlots:
             self._open -= 1
 
 
-class GuardOtherServices(grpc.ServerInterceptor):  # type: ignore[misc]
+class GuardOtherServices(grpc.ServerInterceptor):  # type: ignore[type-arg,misc]
     def __init__(self, auth: Authenticator, max_streams: int) -> None:
         self._auth = auth
         self._slots = StreamSlots(max_streams)
 
     def intercept_service(
-        self, continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler | None], details: Any
-    ) -> grpc.RpcMethodHandler | None:
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler[Any, Any] | None],
+        details: Any,
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
         handler = continuation(details)
         if handler is None or details.method.startswith(VIMARK_METHODS):
             return handler
@@ -66,6 +68,7 @@ class GuardOtherServices(grpc.ServerInterceptor):  # type: ignore[misc]
             return grpc.stream_stream_rpc_method_handler(
                 self._stream(handler.stream_stream), handler.request_deserializer, handler.response_serializer
             )
+        assert handler.stream_unary is not None  # one of the four is always set
         return grpc.stream_unary_rpc_method_handler(
             self._unary(handler.stream_unary), handler.request_deserializer, handler.response_serializer
         )

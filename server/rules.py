@@ -225,6 +225,18 @@ def exemption_eligible(facts: VehicleFacts, due: Month, config: RuleConfig = DEF
 # The window, validity and overdue cycles (R8)
 
 
+# Art. 16's longest step: small passenger vehicles (until 6, or until 10 since the 2022 reform)
+# and motorcycles (until 4).
+LONGEST_INTERVAL_MONTHS = 24
+
+
+def latest_recordable_validity(today: dt.date, config: RuleConfig = DEFAULT_CONFIG) -> Month:
+    """No vehicle can truthfully be valid beyond this month today: a validity ends at most
+    `window_months` ahead while its renewal is not yet allowed, and a renewal adds at most the
+    longest step (vimark's bound, to refuse impossible registry rows such as 2099-12)."""
+    return month_of(today) + config.window_months + LONGEST_INTERVAL_MONTHS
+
+
 def window_opens(valid_until: Month, config: RuleConfig = DEFAULT_CONFIG) -> dt.date:
     """The first day the next mark may be granted: "in the 3 months before the validity ends" is
     read as the last 3 calendar months of it (valid until 2027-06 -> from 2027-04-01)."""

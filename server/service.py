@@ -23,9 +23,11 @@ from grpc_status import rpc_status
 from vimark.client import certificate as cert
 from vimark.client.domain import (
     BLOCKS_ROAD_MASK,
+    Clock,
     VehicleCategory,
     china_date,
     format_month,
+    month_of,
     parse_date,
     parse_month,
     parse_plate_number,
@@ -44,7 +46,7 @@ from vimark.client.errors import (
     Unavailable,
     VimarkError,
 )
-from vimark.server import views
+from vimark.server import rules, views
 from vimark.server.audit import AUDITED_ROLES, AuditLog
 from vimark.server.auth import Authenticator, Caller
 from vimark.server.index import ValidityIndex
@@ -391,12 +393,42 @@ def _seats(seats: int) -> int:
     return seats
 
 
+def check_registry_dates(v: VehicleRecord, today: dt.date, config: rules.RuleConfig, field: str) -> None:
+    """A registry row's dates must be possible today: registered by now, valid from its
+    registration on and not beyond what any inspection granted today could reach. A wrong row
+    would otherwise become a signed mark (a redownload carries the registry's validity)."""
+    if v.registered_on > today:
+        raise InvalidArgument(f"{field}.registered_on", f"{v.registered_on} is after today ({today})")
+    if v.valid_until is None:
+        return
+    if v.valid_until < month_of(v.registered_on):
+        raise InvalidArgument(
+            f"{field}.valid_until", f"{format_month(v.valid_until)} is before the registration ({v.registered_on})"
+        )
+    latest = rules.latest_recordable_validity(today, config)
+    if v.valid_until > latest:
+        raise InvalidArgument(
+            f"{field}.valid_until",
+            f"{format_month(v.valid_until)} is beyond any validity granted by today (at most {format_month(latest)})",
+        )
+
+
 class RegistryService(_Base, rpb_grpc.RegistryServiceServicer):
     def __init__(
-        self, metrics: Metrics, sync: IndexSync, auth: Authenticator, limiter: RateLimiter | None, *, store: Store
+        self,
+        metrics: Metrics,
+        sync: IndexSync,
+        auth: Authenticator,
+        limiter: RateLimiter | None,
+        *,
+        store: Store,
+        clock: Clock,
+        rule_config: rules.RuleConfig,
     ) -> None:
         super().__init__(metrics, sync, auth, limiter)
         self.store = store
+        self.clock = clock
+        self.rule_config = rule_config
 
     @rpc("UpsertVehicles")
     def UpsertVehicles(
@@ -405,6 +437,9 @@ class RegistryService(_Base, rpb_grpc.RegistryServiceServicer):
         if not 1 <= len(request.vehicles) <= MAX_BATCH:
             raise InvalidArgument("vehicles", f"{len(request.vehicles)} vehicles; send 1 to {MAX_BATCH}")
         vehicles = [parse_vehicle(v, f"vehicles[{i}]") for i, v in enumerate(request.vehicles)]
+        today = china_date(self.clock())
+        for i, record in enumerate(vehicles):
+            check_registry_dates(record, today, self.rule_config, f"vehicles[{i}]")
         created, updated = self.store.upsert_vehicles(vehicles)
         self.sync.catch_up()
         return rpb.UpsertVehiclesResponse(created_count=created, updated_count=updated)

@@ -484,7 +484,14 @@ class Store:
                     .with_for_update()
                 )
             for position, v in enumerate(vehicles):
-                query = select(VehicleRow.id, VehicleRow.vin, VehicleRow.current_serial, VehicleRow.valid_until).where(
+                query = select(
+                    VehicleRow.id,
+                    VehicleRow.vin,
+                    VehicleRow.current_serial,
+                    VehicleRow.valid_until,
+                    VehicleRow.seats,
+                    VehicleRow.exemption_lost,
+                ).where(
                     (VehicleRow.vin == v.vin)
                     | ((VehicleRow.plate_type == v.plate_type) & (VehicleRow.plate_number == v.plate_number))
                 )
@@ -506,9 +513,13 @@ class Store:
                     "status_bits": v.status_bits,
                 }
                 if existing:
-                    vehicle_id, vin, serial, valid_until = existing[0]
+                    vehicle_id, vin, serial, valid_until, seats, exemption_lost = existing[0]
                     if vin != v.vin:
                         serial = 0
+                    else:
+                        # The same vehicle: seats 0 means "not given", and a lost exemption stays lost
+                        # (each reason is a fact of its past), so a feed that lacks them clears neither.
+                        values.update(seats=v.seats or seats, exemption_lost=v.exemption_lost or exemption_lost)
                     values.update(valid_until=valid_until if serial else v.valid_until, current_serial=serial)
                     conn.execute(update(VehicleRow).where(VehicleRow.id == vehicle_id).values(**values))
                     updated += 1

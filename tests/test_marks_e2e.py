@@ -441,3 +441,44 @@ def test_a_new_car_without_a_mark_is_within_its_first_validity(client: VimarkCli
     register(client, plate_number="闽C54321", vin="LSVAB2BJ5KN000002", registered_on="2020-01-15")
     old = client.lookup(plate_number="闽C54321", plate_type="02")  # first due 2022-01 long past, never marked
     assert not old.within_validity and "Q" in [s.code for s in old.status_codes]
+
+
+def test_a_feed_without_seats_or_exemption_keeps_what_is_known(client: VimarkClient, server: VimarkServer) -> None:
+    # A car two years old, in its window on 2026-11-25: exempt from the lane test unless it lost that.
+    fresh = vehicle(plate_number="闽C22222", vin="LSVAB2BJ5KN000002", registered_on="2024-12-10")
+    lost = vehicle(registered_on="2024-12-10", seats=7)
+    lost.exemption_lost = True  # say, an accident with casualties
+    client.upsert_vehicles([fresh, lost])
+    # A later feed that knows neither (a status update from a CSV without those columns).
+    client.upsert_vehicles([vehicle(registered_on="2024-12-10", seats=0, status_codes="G")])
+    client.set_status(**PLATE, status_codes="A")
+    with pytest.raises(RuleViolation) as refused:
+        issue(client, "exempt-1", cpb.ISSUE_REASON_EXEMPTION)
+    assert refused.value.reason == "NOT_EXEMPT"
+    granted = client.issue(
+        request_id="exempt-2", reason=cpb.ISSUE_REASON_EXEMPTION, plate_number="闽C22222", plate_type="02"
+    )
+    assert granted.valid_until == "2028-12"
+    assert {v.plate_number: v.seats for v in server.store.snapshot()[1]}["闽C12345"] == 7
+
+
+@pytest.mark.parametrize(
+    ("fields", "field", "why"),
+    [
+        ({"registered_on": "2026-11-26"}, "vehicles[0].registered_on", "after today"),
+        ({"registered_on": "2015-03-10", "valid_until": "2099-12"}, "vehicles[0].valid_until", "beyond any validity"),
+        (
+            {"registered_on": "2015-03-10", "valid_until": "2010-01"},
+            "vehicles[0].valid_until",
+            "before the registration",
+        ),
+    ],
+)
+def test_registry_dates_must_be_possible_today(
+    client: VimarkClient, fields: dict[str, str], field: str, why: str
+) -> None:
+    with pytest.raises(InvalidArgument) as bad:
+        register(client, **fields)
+    assert bad.value.field == field and why in bad.value.message
+    register(client, registered_on="2015-03-10", valid_until="2029-02")  # the furthest possible on 2026-11-25
+    assert client.lookup(**PLATE).valid_until == "2029-02"

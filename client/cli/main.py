@@ -7,10 +7,11 @@ Exit status: 0 success (for verify: the mark is VALID), 1 verify answered anothe
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 
 from vimark.client.cli import audit, marks, pki, serve, vehicles
-from vimark.client.errors import VimarkError
+from vimark.client.errors import InvalidArgument, VimarkError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -24,9 +25,36 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Python decodes argv with surrogateescape: bytes the locale cannot decode become lone surrogates.
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def check_arguments(argv: list[str]) -> None:
+    """Refuse an argument that is not text in the locale's encoding, before anything reads it:
+    protobuf cannot encode it, so it would otherwise fail deep inside a call with a traceback."""
+    for position, arg in enumerate(argv, start=1):
+        if not _SURROGATE.search(arg):
+            continue
+        name, text = f"argument {position}", arg
+        flag, has_value, value = arg.partition("=")
+        previous = argv[position - 2] if position > 1 else ""
+        if arg.startswith("--") and has_value and not _SURROGATE.search(flag):
+            name, text = flag, value
+        elif previous.startswith("-") and not _SURROGATE.search(previous):
+            name += f" (after {previous})"  # maybe its value; only the parser knows, and it must not run yet
+        # The bytes as given, escaped to ASCII: the message itself must print on any stderr.
+        encoding = sys.getfilesystemencoding()
+        raw = ascii(text.encode(encoding, "surrogateescape"))[1:]
+        if len(raw) > 60:
+            raw = raw[:57] + "..."
+        raise InvalidArgument(name, f"{raw} is not valid {encoding.upper()} text")
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
     try:
+        check_arguments(argv)
+        args = build_parser().parse_args(argv)
         return int(args.func(args))
     except VimarkError as exc:
         print(f"vimark: {exc.message} [{exc.reason}]", file=sys.stderr)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import csv
 import re
+from collections.abc import Sequence
 from pathlib import Path
 
 from vimark.client.cli.common import add_client_flags, connect, dump, emit
@@ -12,6 +13,7 @@ from vimark.client.errors import InvalidArgument
 from vimark.v1 import registry_service_pb2 as rpb
 
 CSV_COLUMNS = ("plate_number", "plate_type", "vin", "category", "registered_on", "valid_until", "status")
+OPTIONAL_COLUMNS = ("seats", "exemption_lost")  # absent or empty: unknown seats (0), exemption not lost
 BATCH = 1000  # UpsertVehicles' documented maximum
 
 
@@ -20,7 +22,11 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     sub = group.add_subparsers(dest="vehicles_command", required=True)
 
     p = sub.add_parser("import", help="create or update vehicles from a CSV file")
-    p.add_argument("file", type=Path, help="CSV with header " + ",".join(CSV_COLUMNS))
+    p.add_argument(
+        "file",
+        type=Path,
+        help=f"CSV with header {','.join(CSV_COLUMNS)}, optionally also {' and '.join(OPTIONAL_COLUMNS)}",
+    )
     add_client_flags(p)
     p.set_defaults(func=import_csv)
 
@@ -47,19 +53,16 @@ def serial_number(text: str) -> int:
 
 
 def read_csv(path: Path) -> list[tuple[int, rpb.Vehicle]]:
-    """(line number, vehicle) for every data row; a wrong header or an unreadable file is refused
-    before anything is sent."""
+    """(line number, vehicle) for every data row; a wrong header, a bad seats or exemption_lost
+    cell or an unreadable file is refused before anything is sent."""
     try:
         with path.open(newline="", encoding="utf-8-sig") as f:
             reader = csv.DictReader(f)
-            missing = [c for c in CSV_COLUMNS if c not in (reader.fieldnames or [])]
-            if missing:
-                raise InvalidArgument(
-                    "file", f"{path}: header lacks {', '.join(missing)} (needs {','.join(CSV_COLUMNS)})"
-                )
+            _check_header(path, reader.fieldnames or [])
             rows = []
             for row in reader:
-                cell = {c: (row.get(c) or "").strip() for c in CSV_COLUMNS}  # a short row has None cells
+                cell = {c: (row.get(c) or "").strip() for c in (*CSV_COLUMNS, *OPTIONAL_COLUMNS)}  # short row: None
+                where = f"{path} line {reader.line_num}"
                 vehicle = rpb.Vehicle(
                     plate_number=cell["plate_number"],
                     plate_type=cell["plate_type"].zfill(2),
@@ -68,11 +71,49 @@ def read_csv(path: Path) -> list[tuple[int, rpb.Vehicle]]:
                     registered_on=cell["registered_on"],
                     valid_until=cell["valid_until"],
                     status_codes=cell["status"] or "A",
+                    seats=_seats(cell["seats"], where),
+                    exemption_lost=_yes_no(cell["exemption_lost"], where),
                 )
                 rows.append((reader.line_num, vehicle))
             return rows
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise InvalidArgument("file", f"cannot read {path} as UTF-8 CSV: {exc}") from None
+
+
+def _check_header(path: Path, header: Sequence[str]) -> None:
+    """A missing, unknown or repeated column is refused: each would silently import wrong values."""
+    known = ", ".join((*CSV_COLUMNS, *(f"{c} (optional)" for c in OPTIONAL_COLUMNS)))
+    missing = [c for c in CSV_COLUMNS if c not in header]
+    if missing:
+        raise InvalidArgument("file", f"{path}: header lacks {', '.join(missing)} (columns: {known})")
+    unknown = [c for c in header if c not in CSV_COLUMNS and c not in OPTIONAL_COLUMNS]
+    if unknown:
+        raise InvalidArgument(
+            "file", f"{path}: header has unknown columns {', '.join(map(repr, unknown))} (columns: {known})"
+        )
+    repeated = sorted({c for c in header if header.count(c) > 1})
+    if repeated:
+        raise InvalidArgument("file", f"{path}: header repeats {', '.join(repeated)}")
+
+
+def _seats(text: str, where: str) -> int:
+    if not text:
+        return 0  # unknown, as the registry says it
+    if not re.fullmatch(r"[0-9]{1,9}", text):  # ASCII digits only; the server refuses more than 99
+        raise InvalidArgument("seats", f"{where}: {text!r} is not a number of seats (a whole number, or empty)")
+    return int(text)
+
+
+_YES_NO = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False, "": False}
+
+
+def _yes_no(text: str, where: str) -> bool:
+    try:
+        return _YES_NO[text.lower()]
+    except KeyError:
+        raise InvalidArgument(
+            "exemption_lost", f"{where}: {text!r} is not true/false/yes/no/1/0 (or empty for false)"
+        ) from None
 
 
 # Registry field names as the CSV calls them.
@@ -88,15 +129,20 @@ def import_csv(args: argparse.Namespace) -> int:
             try:
                 r = client.upsert_vehicles([v for _, v in chunk])
             except InvalidArgument as exc:
-                # vehicles[i].field -> the CSV line; earlier batches are in (importing again is safe).
+                # vehicles[i].field -> the CSV line. The server applies a batch all or nothing, so
+                # only the earlier batches are in (importing the whole file again is safe).
                 match = re.match(r"vehicles\[(\d+)\]\.(\w+)", exc.field)
                 if match is None:
                     raise
                 line = chunk[int(match[1])][0]
+                done = (
+                    f"lines {rows[0][0]}-{rows[start - 1][0]} were imported; line {chunk[0][0]} onward were not"
+                    if start
+                    else "nothing was imported"
+                )
                 raise InvalidArgument(
                     _CSV_NAME.get(match[2], match[2]),
-                    f"{args.file} line {line}: {exc.message.split(': ', 1)[-1]}"
-                    f" ({created + updated} vehicles before it were imported)",
+                    f"{args.file} line {line}: {exc.message.split(': ', 1)[-1]} ({done})",
                 ) from None
             created += r.created_count
             updated += r.updated_count
