@@ -10,7 +10,6 @@ server.stop(grace=5)      # health NOT_SERVING, drain in-flight calls, close the
 from __future__ import annotations
 
 import datetime as dt
-import gc
 import ipaddress
 import logging
 import threading
@@ -262,11 +261,6 @@ class VimarkServer:
         self._threads.append(thread)
 
     def _load_then_tail(self) -> None:
-        # What exists now (the modules, about 100,000 objects, and the components) lives as long as
-        # the process. Out of the collector's reach, it no longer makes each full collection a
-        # 40-70 ms pause in Verify's tail (measured under load.bench verify_latency).
-        gc.collect()
-        gc.freeze()
         while not self._stop.is_set():
             try:
                 self.store.migrate()
