@@ -144,7 +144,6 @@ class Run:
     work: Path
     data: datasets.Dataset
     echo: dict[str, tuple[str, Result]] = field(default_factory=dict)  # method -> (kind, result)
-    peaks: dict[str, float] = field(default_factory=dict)
     stack: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
     police: Served | None = None
 
@@ -263,7 +262,6 @@ def verify_unary(run: Run) -> None:
     result = run.load(served.target, "Verify", requests)
     _show("vimark Verify", result)
     print(f"  vimark / signature-only      {result.rate / ceiling.rate:>10.3f}  (what vimark's own Python leaves)")
-    run.peaks["Verify"] = result.rate
     run.report(
         "verify_unary",
         result.rate,
@@ -437,9 +435,8 @@ def verify_latency(run: Run) -> None:
     # The peak is measured again right before: on this shared machine a reading from minutes
     # earlier can be well above what the server sustains now, and 70% of it then overloads it.
     peak = run.load(served.target, "Verify", requests)
-    run.peaks["Verify"] = peak.rate
     _show("vimark Verify (peak)", peak)
-    offered = 0.7 * run.peaks["Verify"]
+    offered = 0.7 * peak.rate
     open_loop = {"rate": offered, "concurrency": 1000}
     kind, echo = run.echo_baseline("Verify", requests, **open_loop)
     result = run.load(served.target, "Verify", requests, **open_loop)
@@ -455,7 +452,7 @@ def verify_latency(run: Run) -> None:
         target_p99_ms=P99_TARGET_MS,
         offered_per_s=round(offered, 1),
         achieved_per_s=round(result.rate, 1),
-        peak_per_s=round(run.peaks["Verify"], 1),
+        peak_per_s=round(peak.rate, 1),
         **_latency_fields(result),
         echo_p50_ms=round(echo.percentile(50), 3),
         errors=dict(result.errors),
