@@ -11,8 +11,9 @@ request_id, the registry calls because they set absolute values).
 
 from __future__ import annotations
 
+import datetime as dt
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -22,15 +23,22 @@ from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
 from vimark.client.errors import (
+    REASONS,
+    FailedPrecondition,
+    InternalError,
     InvalidArgument,
     NotFound,
     PermissionDenied,
     ResourceExhausted,
     RuleViolation,
+    TlsFileError,
     Unauthenticated,
     Unavailable,
     VimarkError,
 )
+from vimark.v1 import audit_service_pb2 as apb
+from vimark.v1 import audit_service_pb2_grpc as apb_grpc
+from vimark.v1 import errors_pb2
 from vimark.v1 import mark_service_pb2 as pb
 from vimark.v1 import mark_service_pb2_grpc as pb_grpc
 from vimark.v1 import registry_service_pb2 as rpb
@@ -40,7 +48,11 @@ DEFAULT_SERVER = "127.0.0.1:50051"
 _RETRY_POLICY = {
     "methodConfig": [
         {
-            "name": [{"service": "vimark.v1.MarkService"}, {"service": "vimark.v1.RegistryService"}],
+            "name": [
+                {"service": "vimark.v1.MarkService"},
+                {"service": "vimark.v1.RegistryService"},
+                {"service": "vimark.v1.AuditService"},
+            ],
             "retryPolicy": {
                 "maxAttempts": 4,
                 "initialBackoff": "0.1s",
@@ -52,26 +64,36 @@ _RETRY_POLICY = {
     ]
 }
 R = TypeVar("R", bound=Message)
+# FAILED_PRECONDITION reasons that are the inspection rules' (errors.proto lists them together);
+# the others are the system's state (e.g. NO_ACTIVE_KEY).
+_RULE_REASONS = frozenset(
+    name for name, number in errors_pb2.ErrorReason.items() if 40 <= number < 60  # type: ignore[operator]
+)
 
 
 def error_from_rpc(error: grpc.RpcError) -> VimarkError:
     """Turn a gRPC failure back into the typed error the server raised."""
     code = error.code() if isinstance(error, grpc.Call) else grpc.StatusCode.UNKNOWN
     message = (error.details() if isinstance(error, grpc.Call) else None) or str(error)
-    reason, field, retry_after = "", "", 1.0
+    reason, field, description, retry_after = "", "", "", 1.0
     status = rpc_status.from_call(error) if isinstance(error, grpc.Call) else None
     details: list[Any] = list(status.details) if status else []
     for detail in details:
         info = error_details_pb2.ErrorInfo()
+        bad = error_details_pb2.BadRequest()
         retry = error_details_pb2.RetryInfo()
         if detail.Unpack(info):
-            reason, field = info.reason, info.metadata.get("field", "")
+            reason = info.reason if info.reason in REASONS else ""
+        elif detail.Unpack(bad) and bad.field_violations:
+            field, description = bad.field_violations[0].field, bad.field_violations[0].description
         elif detail.Unpack(retry) and retry.HasField("retry_delay"):
             retry_after = max(0.0, retry.retry_delay.ToTimedelta().total_seconds())
     if code == grpc.StatusCode.INVALID_ARGUMENT:
-        return InvalidArgument(field or "request", message.split(": ", 1)[-1] if field else message)
+        return InvalidArgument(field, description) if field else InvalidArgument("request", message)
     if code == grpc.StatusCode.FAILED_PRECONDITION:
-        return RuleViolation(message, reason=reason or "FAILED_PRECONDITION")
+        if reason in _RULE_REASONS:
+            return RuleViolation(message, reason=reason)
+        return FailedPrecondition(message, reason=reason or None)
     if code == grpc.StatusCode.NOT_FOUND:
         return NotFound(message)
     if code == grpc.StatusCode.PERMISSION_DENIED:
@@ -82,14 +104,14 @@ def error_from_rpc(error: grpc.RpcError) -> VimarkError:
         return ResourceExhausted(message, retry_after=retry_after, reason=reason or None)
     if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
         return Unavailable(f"{code.name.lower()}: {message}")
-    return VimarkError(f"{code.name}: {message}", reason=reason or code.name)
+    return InternalError(f"{code.name}: {message}")
 
 
 def tls_credentials(ca: Path, cert: Path | None = None, key: Path | None = None) -> grpc.ChannelCredentials:
     """TLS that trusts the server certificates `ca` signed and, given `cert` and `key`, presents
     that client certificate (a vimark server requires one; it names the caller's role)."""
     if (cert is None) != (key is None):
-        raise VimarkError("a client certificate needs both its certificate and its key file", reason="TLS_FILES")
+        raise TlsFileError("a client certificate needs both its certificate and its key file")
     root = _read_pem(ca)
     chain = _read_pem(cert) if cert is not None else None
     private = _read_pem(key) if key is not None else None
@@ -100,9 +122,9 @@ def _read_pem(path: Path) -> bytes:
     try:
         data = Path(path).read_bytes()
     except OSError as exc:
-        raise VimarkError(f"cannot read the TLS file {path}: {exc.strerror or exc}", reason="TLS_FILES") from None
+        raise TlsFileError(f"cannot read the TLS file {path}: {exc.strerror or exc}") from None
     if b"-----BEGIN " not in data:
-        raise VimarkError(f"the TLS file {path} is not PEM", reason="TLS_FILES")
+        raise TlsFileError(f"the TLS file {path} is not PEM")
     return data
 
 
@@ -121,6 +143,7 @@ class VimarkClient:
         self.timeout = timeout
         self.marks = pb_grpc.MarkServiceStub(self.channel)
         self.registry = rpb_grpc.RegistryServiceStub(self.channel)
+        self.audit = apb_grpc.AuditServiceStub(self.channel)
 
     def __enter__(self) -> VimarkClient:
         return self
@@ -182,6 +205,12 @@ class VimarkClient:
     def trust_list(self) -> pb.GetTrustListResponse:
         return self._call(self.marks.GetTrustList, pb.GetTrustListRequest())
 
+    def describe_mark(self, qr_text: str) -> pb.DescribeMarkResponse:
+        return self._call(self.marks.DescribeMark, pb.DescribeMarkRequest(qr_text=qr_text))
+
+    def revoke_mark(self, serial: int, reason: str = "") -> pb.RevokeMarkResponse:
+        return self._call(self.marks.RevokeMark, pb.RevokeMarkRequest(serial=serial, reason=reason))
+
     # -- RegistryService -----------------------------------------------------------------------
     def upsert_vehicles(self, vehicles: Sequence[rpb.Vehicle]) -> rpb.UpsertVehiclesResponse:
         return self._call(self.registry.UpsertVehicles, rpb.UpsertVehiclesRequest(vehicles=vehicles))
@@ -192,8 +221,35 @@ class VimarkClient:
             rpb.SetVehicleStatusRequest(plate_number=plate_number, plate_type=plate_type, status_codes=status_codes),
         )
 
-    def revoke_mark(self, serial: int, reason: str = "") -> rpb.RevokeMarkResponse:
-        return self._call(self.registry.RevokeMark, rpb.RevokeMarkRequest(serial=serial, reason=reason))
+    # -- AuditService --------------------------------------------------------------------------
+    def list_audit_events(
+        self,
+        *,
+        page_size: int = 0,
+        page_token: str = "",
+        plate_number: str = "",
+        caller_id: str = "",
+        start_time: dt.datetime | None = None,
+        end_time: dt.datetime | None = None,
+    ) -> apb.ListAuditEventsResponse:
+        request = apb.ListAuditEventsRequest(
+            page_size=page_size, page_token=page_token, plate_number=plate_number, caller_id=caller_id
+        )
+        if start_time is not None:
+            request.start_time.FromDatetime(start_time)
+        if end_time is not None:
+            request.end_time.FromDatetime(end_time)
+        return self._call(self.audit.ListAuditEvents, request)
+
+    def audit_events(self, **filters: Any) -> Iterator[apb.AuditEvent]:
+        """Every audit event matching `filters` (as list_audit_events takes them), page after page."""
+        token = ""
+        while True:
+            page = self.list_audit_events(page_token=token, **filters)
+            yield from page.events
+            token = page.next_page_token
+            if not token:
+                return
 
 
 def to_json_dict(message: Message) -> dict[str, Any]:

@@ -15,8 +15,23 @@ import nacl.exceptions
 
 from vimark.client.certificate import Certificate, ForgedCertificate, UnknownKey, decode
 from vimark.client.errors import CertificateError
+from vimark.v1 import mark_service_pb2
 
-ACTIVE, RETIRED, REVOKED = "active", "retired", "revoked"
+KeyStatus = mark_service_pb2.KeyStatus
+
+
+def key_status_name(value: int) -> str:
+    """A KeyStatus as the key directory and `vimark keys list` write it: active, retired, revoked."""
+    return KeyStatus.Name(value).removeprefix("KEY_STATUS_").lower()  # type: ignore[arg-type]
+
+
+def key_status_value(name: str) -> int:
+    return KeyStatus.Value("KEY_STATUS_" + name.upper())
+
+
+ACTIVE = key_status_name(KeyStatus.KEY_STATUS_ACTIVE)
+RETIRED = key_status_name(KeyStatus.KEY_STATUS_RETIRED)
+REVOKED = key_status_name(KeyStatus.KEY_STATUS_REVOKED)
 ALGORITHM = "Ed25519"
 # A mark stamped later than its key's retirement (beyond clock skew) was not made by vimark.
 RETIREMENT_SKEW = dt.timedelta(minutes=5)

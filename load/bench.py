@@ -122,7 +122,7 @@ def serve(command: list[str], target: str, log: Path) -> Iterator[Served]:
 
 def vimark_command(db_url: str, keys: Path, listen: str, role: str, workers: int) -> list[str]:
     exe = shutil.which("vimark")
-    base = [exe] if exe else [sys.executable, "-c", "from vimark.client.cli.main import main; main()"]
+    base = [exe] if exe else [sys.executable, "-c", "from vimark.server.cli.main import main; main()"]
     command = [*base, "serve", "--db", db_url, "--keys", str(keys), "--listen", listen, "--metrics-port", "0"]
     command += ["--role", role, "--shutdown-delay", "0"]
     if workers > 1:

@@ -46,7 +46,7 @@ from vimark.server.issuer import IssueCommand, Issuer
 from vimark.server.keys import KeyDirectory
 from vimark.server.records import VehicleRecord
 from vimark.server.store import Store
-from vimark.server.sync import KeyWatcher
+from vimark.server.sync import ReloadableKeyRing
 from vimark.server.verifier import Verifier
 from vimark.v1 import certificate_pb2
 from vimark.v1 import mark_service_pb2 as pb
@@ -137,7 +137,7 @@ def _build(path: Path, n: int, seed: int) -> None:
 
         event.listen(store.engine, "connect", lambda c, _r: c.execute("PRAGMA synchronous=OFF"))
         store.engine.dispose()
-        watcher = KeyWatcher(KeyDirectory(keys_dir))
+        watcher = ReloadableKeyRing(KeyDirectory(keys_dir))
         now = system_clock()
         today = china_date(now)
         vehicles = demo_vehicles(n, today, seed)
@@ -169,7 +169,7 @@ def _build(path: Path, n: int, seed: int) -> None:
                 issuer = Issuer(store, watcher.signer, lambda: then)
             command = IssueCommand(f"bench-{i}", v.plate_type, v.plate_number, v.vin, _REDOWNLOAD, None, "")
             try:
-                mark, _ = issuer.issue(command)
+                mark = issuer.issue(command).mark
                 if kinds[i] == "superseded":  # a second copy: the first text is the one shown
                     issuer.issue(
                         IssueCommand(f"bench-{i}-2", v.plate_type, v.plate_number, v.vin, _REDOWNLOAD, None, "")

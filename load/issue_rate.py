@@ -38,7 +38,7 @@ from vimark.server.issuer import IssueCommand, Issuer
 from vimark.server.keys import KeyDirectory
 from vimark.server.metrics import Metrics
 from vimark.server.store import Store
-from vimark.server.sync import IndexSync, KeyWatcher
+from vimark.server.sync import IndexFollower, ReloadableKeyRing
 from vimark.v1 import certificate_pb2
 
 VEHICLES = 2000
@@ -57,7 +57,7 @@ def _database(kind: str, workdir: Path) -> Iterator[str]:
         yield url
 
 
-def run_once(kind: str, threads: int, seconds: float, workdir: Path, keys: KeyWatcher) -> float:
+def run_once(kind: str, threads: int, seconds: float, workdir: Path, keys: ReloadableKeyRing) -> float:
     with _database(kind, workdir) as url:
         store = Store(url)
         try:
@@ -69,10 +69,9 @@ def run_once(kind: str, threads: int, seconds: float, workdir: Path, keys: KeyWa
             ]
             for start in range(0, len(vehicles), 1000):
                 store.upsert_vehicles(vehicles[start : start + 1000])
-            sync = IndexSync(store, ValidityIndex(), Metrics())
+            sync = IndexFollower(store, ValidityIndex(), Metrics())
             sync.load()
             issuer = Issuer(store, keys.signer, _clock)
-            logged = hasattr(issuer, "issue_logged")
             stop = threading.Event()
             counts = [0] * threads
             errors: list[BaseException] = []
@@ -92,12 +91,8 @@ def run_once(kind: str, threads: int, seconds: float, workdir: Path, keys: KeyWa
                             None,
                             "",
                         )
-                        if logged:
-                            issued = issuer.issue_logged(command)
-                            sync.catch_up(at_least=issued.change_id)
-                        else:
-                            issuer.issue(command)
-                            sync.catch_up()
+                        issued = issuer.issue(command)
+                        sync.catch_up(at_least=issued.change_id)
                         i += 1
                         counts[t] = i
                 except BaseException as exc:  # reported below: a failed run is not a figure
@@ -128,7 +123,7 @@ def run_grpc(kind: str, in_flight: int, seconds: float, workdir: Path) -> float:
     with _database(kind, workdir) as url:
         target = f"127.0.0.1:{free_port()}"
         exe = shutil.which("vimark")
-        base = [exe] if exe else [sys.executable, "-c", "from vimark.client.cli.main import main; main()"]
+        base = [exe] if exe else [sys.executable, "-c", "from vimark.server.cli.main import main; main()"]
         command = [*base, "serve", "--db", url, "--keys", str(workdir / "keys"), "--listen", target]
         command += ["--metrics-port", "0", "--role", "issuer", "--shutdown-delay", "0", "--demo", str(VEHICLES)]
         with serve(command, target, workdir / f"serve-{uuid.uuid4().hex[:8]}.log"):
@@ -168,7 +163,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
         KeyDirectory(workdir / "keys", _clock).init()
-        keys = KeyWatcher(KeyDirectory(workdir / "keys", _clock))
+        keys = ReloadableKeyRing(KeyDirectory(workdir / "keys", _clock))
         for kind in args.db:
             for threads in args.threads:
                 if args.via == "grpc":

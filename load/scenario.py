@@ -30,7 +30,7 @@ ROLES_WEIGHTS = {"police": 6, "public": 3, "partner": 1, "issuer": 1}  # as in l
 
 def _vimark() -> list[str]:
     exe = shutil.which("vimark")
-    return [exe] if exe else [sys.executable, "-c", "from vimark.client.cli.main import main; main()"]
+    return [exe] if exe else [sys.executable, "-c", "from vimark.server.cli.main import main; main()"]
 
 
 def _pki(directory: Path, users: int) -> None:

@@ -26,24 +26,31 @@ from grpc_reflection.v1alpha import reflection
 from prometheus_client import start_http_server
 
 from vimark.client.domain import Clock, system_clock
-from vimark.client.errors import Unavailable, VimarkError
+from vimark.client.errors import TlsFileError, Unavailable, VimarkError
 from vimark.server import rules
 from vimark.server.audit import AuditLog
 from vimark.server.auth import Authenticator, CertificateAuth, DevAuth, server_credentials
 from vimark.server.batcher import SignatureEngine
 from vimark.server.demo import seed_demo
-from vimark.server.guard import GuardOtherServices
+from vimark.server.guard import CallGuard
 from vimark.server.index import ValidityIndex
 from vimark.server.issuer import Issuer
 from vimark.server.keys import KeyDirectory
-from vimark.server.limits import DEFAULT_RATES, Rate, RateLimiter
+from vimark.server.limits import RateLimiter
 from vimark.server.metrics import Metrics
-from vimark.server.service import MarkService, RegistryService
+from vimark.server.policy import DEFAULT_RATES, Rate, Role
+from vimark.server.service import AuditService, MarkService, RegistryService
 from vimark.server.store import Store
-from vimark.server.sync import IndexSync, KeyWatcher
+from vimark.server.sync import IndexFollower, ReloadableKeyRing
 from vimark.server.verifier import Verifier
-from vimark.server.views import Role
-from vimark.v1 import mark_service_pb2, mark_service_pb2_grpc, registry_service_pb2, registry_service_pb2_grpc
+from vimark.v1 import (
+    audit_service_pb2,
+    audit_service_pb2_grpc,
+    mark_service_pb2,
+    mark_service_pb2_grpc,
+    registry_service_pb2,
+    registry_service_pb2_grpc,
+)
 
 log = logging.getLogger("vimark.server")
 
@@ -53,6 +60,7 @@ MAX_MESSAGE_BYTES = 2 * 1024 * 1024
 SERVICE_NAMES = (
     mark_service_pb2.DESCRIPTOR.services_by_name["MarkService"].full_name,
     registry_service_pb2.DESCRIPTOR.services_by_name["RegistryService"].full_name,
+    audit_service_pb2.DESCRIPTOR.services_by_name["AuditService"].full_name,
 )
 
 
@@ -83,6 +91,8 @@ class ServerConfig:
     presentation_lifetime: dt.timedelta = dt.timedelta(minutes=3)
     poll_interval: float = 0.2  # seconds between change-log polls
     max_workers: int = 16
+    max_waiting_per_caller: int = 4  # calls of one TLS caller that may wait for their request at once
+    receive_timeout: float = 3.0  # seconds a call may take to send its request message
     demo_vehicles: int = 0  # seed this many synthetic vehicles into an empty database before serving
     shutdown_delay: float = 0.0  # seconds between NOT_SERVING and draining, for balancers to notice
     clock: Clock = system_clock
@@ -110,7 +120,7 @@ def prepare_store(config: ServerConfig) -> None:
         return
     store = Store(config.db_url)
     try:
-        keys = KeyWatcher(KeyDirectory(config.keys_dir, config.clock))
+        keys = ReloadableKeyRing(KeyDirectory(config.keys_dir, config.clock))
         issuer = Issuer(store, keys.signer, config.clock, config.rule_config)
         log.info("demo: %s", seed_demo(store, issuer, config.demo_vehicles, config.clock))
     finally:
@@ -145,10 +155,10 @@ class VimarkServer:
         # Migrated in the background with the index load: a server started while the database
         # is down waits, NOT_SERVING, instead of failing.
         self.store = Store(config.db_url, migrate=False)
-        self.keys = KeyWatcher(KeyDirectory(config.keys_dir, config.clock))
+        self.keys = ReloadableKeyRing(KeyDirectory(config.keys_dir, config.clock))
         self.index = ValidityIndex()
-        self.sync = IndexSync(self.store, self.index, self.metrics)
-        self.issuer = Issuer(self.store, self.keys.signer, config.clock, config.rule_config)
+        self.sync = IndexFollower(self.store, self.index, self.metrics)
+        self.issuer = Issuer(self.store, self.keys.signer, config.clock, config.rule_config, vehicles=self.index)
         # Signatures of VerifyBatch are checked on worker threads (libsodium releases the GIL).
         self.signatures = SignatureEngine(observe=self.metrics.signature_batch_size.observe)
         self.verifier = Verifier(self.index, self.keys, config.clock, config.rule_config, signatures=self.signatures)
@@ -164,12 +174,21 @@ class VimarkServer:
         else:
             if not config.tls.crl_path.is_file():
                 # Without its CRL a server would accept every revoked (stolen) terminal's certificate.
-                raise VimarkError(
-                    f"no CRL at {config.tls.crl_path}: give --client-crl, or create one with `vimark pki init`",
-                    reason="TLS_FILES",
+                raise TlsFileError(
+                    f"no CRL at {config.tls.crl_path}: give --client-crl, or create one with `vimark pki init`"
                 )
             auth = CertificateAuth(config.tls.crl_path, client_ca=config.tls.client_ca)
             limiter = RateLimiter(config.rate_limits)
+        threads = config.max_workers
+        self.guard = CallGuard(
+            auth,
+            # TLS callers are bounded one by one; development mode has one caller, so a global
+            # bound only, which always leaves a thread free.
+            total=max(1, threads // 2) if config.tls is not None else max(1, threads - 1),
+            per_caller=config.max_waiting_per_caller if config.tls is not None else None,
+            max_streams=max(1, threads // 4),
+            receive_timeout=config.receive_timeout,
+        )
         self.server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=config.max_workers, thread_name_prefix="vimark-rpc"),
             options=[
@@ -180,9 +199,9 @@ class VimarkServer:
                 ("grpc.so_reuseport", int(config.reuse_port)),
             ],
             maximum_concurrent_rpcs=config.max_concurrent_rpcs,
-            # Health and reflection are checked as vimark's own RPCs are, and their long-lived
-            # streams may hold at most a quarter of the handler threads (server/guard.py).
-            interceptors=[GuardOtherServices(auth, max_streams=max(1, config.max_workers // 4))],
+            # Every call is identified and bounded before it may wait on a handler thread for its
+            # request; long-lived streams may hold at most a quarter of the threads (server/guard.py).
+            interceptors=[self.guard],
         )
         mark_service_pb2_grpc.add_MarkServiceServicer_to_server(
             MarkService(
@@ -211,6 +230,9 @@ class VimarkServer:
                 rule_config=config.rule_config,
             ),
             self.server,
+        )
+        audit_service_pb2_grpc.add_AuditServiceServicer_to_server(
+            AuditService(self.metrics, self.sync, auth, limiter, store=self.store), self.server
         )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection(

@@ -7,7 +7,7 @@ the events stay in memory and the batch is retried with backoff; the oldest are 
 more than `max_backlog` are waiting (counted in vimark_audit_dropped, logged once per outage).
 `close()` writes what is still buffered, within a timeout.
 
-Which calls are audited is the service's decision (`AUDITED_ROLES`); this module knows no roles.
+Which roles are audited is the policy table's (policy.py: `audited`); this module records what it is given.
 """
 
 from __future__ import annotations
@@ -23,12 +23,11 @@ from typing import Protocol
 
 from vimark.server.auth import Caller
 from vimark.server.metrics import Metrics
+from vimark.server.policy import Role
 from vimark.server.records import AuditEvent
-from vimark.server.views import Role
 
 log = logging.getLogger("vimark.server")
 
-AUDITED_ROLES = frozenset({Role.POLICE, Role.PARTNER})
 _MAX_RETRY_INTERVAL = 5.0  # seconds between attempts while the database stays down
 
 # What record() appends: (at, caller_id, role, rpc, plate_type, plate_number, verdict, serial).
@@ -200,4 +199,4 @@ class AuditLog:
         return True
 
 
-__all__ = ["AUDITED_ROLES", "AuditLog", "AuditSink", "BatchItem"]
+__all__ = ["AuditLog", "AuditSink", "BatchItem"]

@@ -27,8 +27,8 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from vimark.client.errors import KeyStoreError, Unauthenticated
-from vimark.server.views import Role
+from vimark.client.errors import TlsFileError, Unauthenticated
+from vimark.server.policy import Role
 
 log = logging.getLogger(__name__)
 
@@ -155,7 +155,7 @@ class CertificateAuth:
             try:
                 self._ca = x509.load_pem_x509_certificate(ca_path.read_bytes())
             except (OSError, ValueError) as exc:
-                raise KeyStoreError(f"cannot read the client CA {ca_path} that signs the CRL: {exc}") from None
+                raise TlsFileError(f"cannot read the client CA {ca_path} that signs the CRL: {exc}") from None
             self._refresh(initial=True)
 
     def identify(self, context: grpc.ServicerContext) -> Caller:
@@ -185,10 +185,6 @@ class CertificateAuth:
                     f"client certificate {identity.serial:x} ({caller.role.value}/{caller.caller_id}) has been revoked"
                 )
         return identity.caller
-
-    def revoked_serials(self) -> frozenset[int]:
-        """The serials the CRL currently lists (as last read)."""
-        return self._revoked
 
     def _parse(self, pem: bytes) -> _Identity:
         try:
@@ -233,7 +229,7 @@ class CertificateAuth:
                 return
             try:
                 revoked, number = self._load_crl()
-            except KeyStoreError as exc:
+            except TlsFileError as exc:
                 if initial:
                     raise
                 log.error("%s; keeping the %d revocations last read", exc.message, len(self._revoked))
@@ -250,13 +246,13 @@ class CertificateAuth:
         try:
             crl = x509.load_pem_x509_crl(self._crl_path.read_bytes())
         except (OSError, ValueError) as exc:
-            raise KeyStoreError(f"CRL {self._crl_path} is unreadable: {exc}") from None
+            raise TlsFileError(f"CRL {self._crl_path} is unreadable: {exc}") from None
         try:
             valid = crl.issuer == self._ca.subject and crl.is_signature_valid(self._ca.public_key())  # type: ignore[arg-type]
         except (InvalidSignature, TypeError, ValueError):
             valid = False
         if not valid:
-            raise KeyStoreError(
+            raise TlsFileError(
                 f"CRL {self._crl_path} is not signed by the client CA {self._ca.subject.rfc4514_string()}"
             )
         try:
@@ -264,7 +260,7 @@ class CertificateAuth:
         except x509.ExtensionNotFound:
             number = 0
         if number < self._crl_number:
-            raise KeyStoreError(
+            raise TlsFileError(
                 f"CRL {self._crl_path} is number {number}, older than number {self._crl_number} in force"
                 " (a stale copy?)"
             )
@@ -293,5 +289,5 @@ def server_credentials(cert: Path, key: Path, client_ca: Path) -> grpc.ServerCre
         pair = (key.read_bytes(), cert.read_bytes())
         ca = client_ca.read_bytes()
     except OSError as exc:
-        raise KeyStoreError(f"cannot read the server's TLS files: {exc}") from None
+        raise TlsFileError(f"cannot read the server's TLS files: {exc}") from None
     return grpc.ssl_server_credentials([pair], root_certificates=ca, require_client_auth=True)

@@ -1,52 +1,148 @@
-"""Health checking and reflection behind the same door as vimark's own services.
+"""The door every call passes before it may hold a handler thread: identify, bound, then read.
 
-vimark's servicers identify every caller in `service.rpc` (certificate, CRL, expiry, role, rate).
-The two services gRPC brings, health and reflection, are guarded here instead, by a server
-interceptor: the caller must be one `Authenticator.identify` accepts (a revoked terminal is refused
-there too), and long-lived streams are capped. A sync gRPC server gives each call one of its
-handler threads for as long as the call lasts, and a health Watch or a reflection stream lasts as
-long as its client likes: without the cap, a few idle streams would hold every thread, and Verify
-would queue behind them.
+A sync gRPC server gives each call one of its handler threads as soon as the call starts. For a
+call whose request is one message, gRPC's own unary handler would then wait on that thread for the
+message, before any of vimark's code runs: a caller that opens calls and never sends (a revoked
+certificate, or none naming a role) could hold every thread, and Verify would queue behind it.
+So this interceptor serves every method with a request stream instead, and in this order:
+
+  1. identify the caller (certificate, CRL, expiry: `Authenticator.identify`) and, for vimark's
+     own RPCs, check that its role may call the method (policy.py): refused at once otherwise;
+  2. take a waiting slot: at most `per_caller` calls of one certificate, and `total` calls in all,
+     may wait for their request message; beyond that RESOURCE_EXHAUSTED at once;
+  3. read the one message, dropping the call (CANCELLED) if it has not arrived within
+     `receive_timeout` seconds;
+  4. give the slot back and run the method with the caller known (rpc.py reads it from here).
+
+Long-lived streams (a health Watch, reflection) are capped server-wide as well, since they hold a
+thread for as long as the client likes. Development mode has one shared caller: `per_caller` is
+None there and only the global bounds apply.
 """
 
 from __future__ import annotations
 
+import contextvars
+import heapq
+import itertools
+import logging
 import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import grpc
 
-from vimark.client.errors import Unauthenticated
-from vimark.server.auth import Authenticator
+from vimark.client.errors import InvalidArgument, PermissionDenied, ResourceExhausted, Unauthenticated
+from vimark.server.auth import Authenticator, Caller
+from vimark.server.policy import roles_allowed
+from vimark.server.wire_errors import abort
 
-VIMARK_METHODS = "/vimark.v1."  # guarded by service.rpc
+log = logging.getLogger("vimark.server")
+
+VIMARK_METHODS = "/vimark.v1."
+_CALLER: contextvars.ContextVar[Caller | None] = contextvars.ContextVar("vimark_caller", default=None)
 
 
-class StreamSlots:
-    """At most `limit` streams open at once, server-wide."""
+def current_caller() -> Caller | None:
+    """The caller the guard identified for the call running on this thread, if any."""
+    return _CALLER.get()
 
-    def __init__(self, limit: int) -> None:
+
+class Slots:
+    """At most `limit` holders at once, server-wide, and at most `per_key` per key (None: no per-key bound)."""
+
+    def __init__(self, limit: int, per_key: int | None = None) -> None:
         self._limit = limit
+        self._per_key = per_key
         self._open = 0
+        self._by_key: dict[object, int] = {}
         self._lock = threading.Lock()
 
-    def take(self) -> bool:
+    def take(self, key: object = None) -> bool:
         with self._lock:
-            if self._open >= self._limit:
+            held = self._by_key.get(key, 0)
+            if self._open >= self._limit or (self._per_key is not None and held >= self._per_key):
                 return False
             self._open += 1
+            self._by_key[key] = held + 1
             return True
 
-    def give_back(self) -> None:
+    def give_back(self, key: object = None) -> None:
         with self._lock:
             self._open -= 1
+            held = self._by_key[key] - 1
+            if held:
+                self._by_key[key] = held
+            else:
+                del self._by_key[key]
 
 
-class GuardOtherServices(grpc.ServerInterceptor):  # type: ignore[type-arg,misc]
-    def __init__(self, auth: Authenticator, max_streams: int) -> None:
+class Watchdog:
+    """Cancels calls whose request message has not arrived by their deadline. One thread for the
+    whole server (a timer per call would cost a thread per call); it sleeps while nothing waits."""
+
+    def __init__(self) -> None:
+        self._deadlines: list[tuple[float, int, grpc.ServicerContext]] = []
+        self._live: set[int] = set()
+        self._tickets = itertools.count()
+        self._wake = threading.Condition()
+        self._thread: threading.Thread | None = None
+
+    def watch(self, context: grpc.ServicerContext, seconds: float) -> int:
+        ticket = next(self._tickets)
+        with self._wake:
+            self._live.add(ticket)
+            heapq.heappush(self._deadlines, (time.monotonic() + seconds, ticket, context))
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="vimark-receive-watchdog", daemon=True)
+                self._thread.start()
+            elif self._deadlines[0][1] == ticket:
+                self._wake.notify()
+        return ticket
+
+    def release(self, ticket: int) -> None:
+        with self._wake:
+            self._live.discard(ticket)
+
+    def _run(self) -> None:
+        while True:
+            expired: list[grpc.ServicerContext] = []
+            with self._wake:
+                while self._deadlines and self._deadlines[0][1] not in self._live:
+                    heapq.heappop(self._deadlines)  # released in time: forget it
+                if not self._deadlines:
+                    self._wake.wait()
+                    continue
+                due = self._deadlines[0][0] - time.monotonic()
+                if due > 0:
+                    self._wake.wait(due)
+                    continue
+                while self._deadlines and self._deadlines[0][0] <= time.monotonic():
+                    _, ticket, context = heapq.heappop(self._deadlines)
+                    if ticket in self._live:
+                        self._live.discard(ticket)
+                        expired.append(context)
+            for context in expired:
+                context.cancel()  # type: ignore[no-untyped-call]  # wakes the handler's read, which gives up the thread
+
+
+class CallGuard(grpc.ServerInterceptor):  # type: ignore[type-arg,misc]
+    def __init__(
+        self,
+        auth: Authenticator,
+        *,
+        total: int,
+        per_caller: int | None,
+        max_streams: int,
+        receive_timeout: float = 3.0,
+    ) -> None:
         self._auth = auth
-        self._slots = StreamSlots(max_streams)
+        self._waiting = Slots(total, per_caller)
+        self._per_caller = per_caller
+        self._streams = Slots(max_streams)
+        self._receive_timeout = receive_timeout
+        self._watchdog = Watchdog()
+        self.refused = 0  # calls turned away at the door (tests and the log read it)
 
     def intercept_service(
         self,
@@ -54,55 +150,84 @@ class GuardOtherServices(grpc.ServerInterceptor):  # type: ignore[type-arg,misc]
         details: Any,
     ) -> grpc.RpcMethodHandler[Any, Any] | None:
         handler = continuation(details)
-        if handler is None or details.method.startswith(VIMARK_METHODS):
-            return handler
+        if handler is None:
+            return None
+        method: str = details.method
+        name = method.rsplit("/", 1)[-1]
+        allowed = roles_allowed(name) if method.startswith(VIMARK_METHODS) else None
+        args = (handler.request_deserializer, handler.response_serializer)
         if handler.unary_unary is not None:
-            return grpc.unary_unary_rpc_method_handler(
-                self._unary(handler.unary_unary), handler.request_deserializer, handler.response_serializer
-            )
+            return grpc.stream_unary_rpc_method_handler(self._one_message(handler.unary_unary, name, allowed), *args)
         if handler.unary_stream is not None:
-            return grpc.unary_stream_rpc_method_handler(
-                self._stream(handler.unary_stream), handler.request_deserializer, handler.response_serializer
-            )
+            behaviour = self._capped(self._one_message(handler.unary_stream, name, allowed))
+            return grpc.stream_stream_rpc_method_handler(behaviour, *args)
         if handler.stream_stream is not None:
-            return grpc.stream_stream_rpc_method_handler(
-                self._stream(handler.stream_stream), handler.request_deserializer, handler.response_serializer
-            )
+            return grpc.stream_stream_rpc_method_handler(self._capped(self._admitted(handler.stream_stream)), *args)
         assert handler.stream_unary is not None  # one of the four is always set
-        return grpc.stream_unary_rpc_method_handler(
-            self._unary(handler.stream_unary), handler.request_deserializer, handler.response_serializer
-        )
+        return grpc.stream_unary_rpc_method_handler(self._admitted(handler.stream_unary), *args)
 
-    def _admit(self, context: grpc.ServicerContext) -> None:
+    def _identify(self, context: grpc.ServicerContext, name: str, allowed: frozenset[Any] | None) -> Caller:
         try:
-            self._auth.identify(context)
-        except Unauthenticated as exc:
-            context.abort(grpc.StatusCode.UNAUTHENTICATED, exc.message)
+            caller = self._auth.identify(context)
+            if allowed is not None and caller.role not in allowed and not caller.unrestricted:
+                roles = ", ".join(sorted(r.value for r in allowed))
+                raise PermissionDenied(f"{name} is for {roles}; this caller is {caller.role.value}")
+        except (Unauthenticated, PermissionDenied) as exc:
+            self.refused += 1
+            abort(context, exc)
+        return caller
 
-    def _unary(self, behaviour: Callable[[Any, grpc.ServicerContext], Any]) -> Callable[..., Any]:
-        def guarded(request: Any, context: grpc.ServicerContext) -> Any:
-            self._admit(context)
-            return behaviour(request, context)
+    def _one_message(
+        self, behaviour: Callable[[Any, Any], Any], name: str, allowed: frozenset[Any] | None
+    ) -> Callable[..., Any]:
+        def guarded(requests: Iterator[Any], context: grpc.ServicerContext) -> Any:
+            caller = self._identify(context, name, allowed)
+            key = (caller.role, caller.caller_id) if self._per_caller is not None else None
+            if not self._waiting.take(key):
+                self.refused += 1
+                busy = "too many calls of this caller are waiting for their request; send the request with the call"
+                abort(context, ResourceExhausted(busy, retry_after=self._receive_timeout, reason="SERVER_BUSY"))
+            ticket = self._watchdog.watch(context, self._receive_timeout)
+            try:
+                request = next(requests, None)
+            except grpc.RpcError:  # cancelled by the watchdog, or by the client
+                request = None
+            finally:
+                self._watchdog.release(ticket)
+                self._waiting.give_back(key)
+            if request is None:
+                abort(context, InvalidArgument("request", "no request message within the time allowed"))
+            token = _CALLER.set(caller)
+            try:
+                return behaviour(request, context)
+            finally:
+                _CALLER.reset(token)
 
         return guarded
 
-    def _stream(self, behaviour: Callable[[Any, grpc.ServicerContext], Iterator[Any]]) -> Callable[..., Iterator[Any]]:
-        def guarded(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
-            self._admit(context)
-            if not self._slots.take():
-                context.abort(
-                    grpc.StatusCode.RESOURCE_EXHAUSTED,
-                    "too many health-watch and reflection streams are open; try again later",
-                )
+    def _admitted(self, behaviour: Callable[[Any, Any], Any]) -> Callable[..., Any]:
+        def guarded(requests: Iterator[Any], context: grpc.ServicerContext) -> Any:
+            self._identify(context, "", None)
+            return behaviour(requests, context)
+
+        return guarded
+
+    def _capped(self, behaviour: Callable[[Any, Any], Iterator[Any]]) -> Callable[..., Iterator[Any]]:
+        def guarded(requests: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+            self._identify(context, "", None)  # before a slot is taken (the inner behaviour checks again)
+            if not self._streams.take():
+                self.refused += 1
+                busy = "too many health-watch and reflection streams are open; try again later"
+                abort(context, ResourceExhausted(busy, retry_after=1.0, reason="SERVER_BUSY"))
             once = threading.Lock()
 
             def give_back() -> None:  # once, however the call ends (finished, cancelled, dropped)
                 if once.acquire(blocking=False):
-                    self._slots.give_back()
+                    self._streams.give_back()
 
             context.add_callback(give_back)
             try:
-                yield from behaviour(request, context)
+                yield from behaviour(requests, context)
             finally:
                 give_back()
 

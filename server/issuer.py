@@ -13,21 +13,21 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from vimark.client import certificate as cert
-from vimark.client.domain import Clock, china_date, parse_date, parse_plate_number, parse_plate_type, parse_vin
-from vimark.client.errors import InvalidArgument, RuleViolation
+from vimark.client.domain import (
+    BLOCKS_ROAD_MASK,
+    Clock,
+    china_date,
+    parse_date,
+    parse_plate_number,
+    parse_plate_type,
+    parse_vin,
+)
+from vimark.client.errors import InvalidArgument, NotFound, RuleViolation
 from vimark.server import rules
 from vimark.server.keys import KeyRing
 from vimark.server.records import MarkPlan, MarkRecord, VehicleRecord
 
-_REASONS: dict[int, rules.IssueReason] = {
-    cert.IssueReason.ISSUE_REASON_REGISTRATION: rules.IssueReason.REGISTRATION,
-    cert.IssueReason.ISSUE_REASON_TRANSFER: rules.IssueReason.TRANSFER,
-    cert.IssueReason.ISSUE_REASON_CHANGE: rules.IssueReason.CHANGE,
-    cert.IssueReason.ISSUE_REASON_INSPECTION_PASSED: rules.IssueReason.INSPECTION_PASSED,
-    cert.IssueReason.ISSUE_REASON_EXEMPTION: rules.IssueReason.EXEMPTION,
-    cert.IssueReason.ISSUE_REASON_REDOWNLOAD: rules.IssueReason.REDOWNLOAD,
-    cert.IssueReason.ISSUE_REASON_PAPER_LOST: rules.IssueReason.PAPER_LOST,
-}
+_REASON_VALUES = frozenset(r.value for r in rules.IssueReason)
 MAX_REQUEST_ID = 64
 MAX_STATION_ID = 32
 
@@ -48,6 +48,8 @@ class MarkTerms(Protocol):
 class IssuingStore(Protocol):
     """What issuance needs of the store."""
 
+    def mark_by_serial(self, serial: int) -> MarkRecord | None: ...
+
     def issue(
         self,
         request_id: str,
@@ -56,6 +58,13 @@ class IssuingStore(Protocol):
         decide: Callable[[VehicleRecord, MarkRecord | None], MarkPlan],
         sign: Callable[[int, VehicleRecord, MarkPlan], tuple[str, int]],
     ) -> tuple[MarkRecord, bool, int | None]: ...
+
+
+class VehicleView(Protocol):
+    """What presenting a mark needs of the validity index."""
+
+    def by_plate(self, plate_type: str, plate_number: str) -> VehicleRecord | None: ...
+    def is_revoked(self, serial: int) -> bool: ...
 
 
 @dataclass(frozen=True)
@@ -95,8 +104,8 @@ class IssueCommand:
             raise InvalidArgument("request_id", "required (an idempotency key chosen by the caller)")
         if len(request_id) > MAX_REQUEST_ID or not request_id.isprintable():
             raise InvalidArgument("request_id", f"at most {MAX_REQUEST_ID} printable characters")
-        if reason not in _REASONS:
-            raise InvalidArgument("reason", "required: one of " + ", ".join(r.value for r in rules.IssueReason))
+        if reason not in _REASON_VALUES:
+            raise InvalidArgument("reason", "required: one of " + ", ".join(r.label for r in rules.IssueReason))
         inspection = reason == cert.IssueReason.ISSUE_REASON_INSPECTION_PASSED
         if inspection and not inspected_on:
             raise InvalidArgument("inspected_on", "an inspection_passed mark needs the inspection date")
@@ -138,18 +147,21 @@ class Signer:
 
 class Issuer:
     def __init__(
-        self, store: IssuingStore, signer: Signer, clock: Clock, config: rules.RuleConfig = rules.DEFAULT_CONFIG
+        self,
+        store: IssuingStore,
+        signer: Signer,
+        clock: Clock,
+        config: rules.RuleConfig = rules.DEFAULT_CONFIG,
+        *,
+        vehicles: VehicleView | None = None,
     ) -> None:
         self.store = store
+        self.vehicles = vehicles  # the validity index, for present(); bulk tools issue without one
         self.signer = signer
         self.clock = clock
         self.config = config
 
-    def issue(self, command: IssueCommand) -> tuple[MarkRecord, bool]:
-        issued = self.issue_logged(command)
-        return issued.mark, issued.replayed
-
-    def issue_logged(self, command: IssueCommand) -> Issued:
+    def issue(self, command: IssueCommand) -> Issued:
         """Issue, and say which change-log id the index must reach to show the new mark."""
         now = self.clock()
         today = china_date(now)
@@ -157,7 +169,7 @@ class Issuer:
         def decide(vehicle: VehicleRecord, current: MarkRecord | None) -> MarkPlan:
             if command.vin and command.vin != vehicle.vin:
                 raise InvalidArgument("vin", f"{command.vin} is not the registered VIN of {vehicle.plate_number}")
-            reason = _REASONS[command.reason]
+            reason = rules.IssueReason(command.reason)
             live = current if current is not None and not current.revoked else None
             if reason in rules.REISSUE_REASONS and current is not None and live is None:
                 raise RuleViolation(
@@ -203,16 +215,30 @@ class Issuer:
             valid_from_day=(terms.valid_from - cert.EPOCH_DAY).days,
         )
 
-    def present(self, mark: MarkRecord, vehicle: VehicleRecord, lifetime: dt.timedelta) -> Presented:
+    def present(self, plate_type: str, plate_number: str, lifetime: dt.timedelta) -> Presented:
         """A vehicle's current mark in all three presentations, signed with the active key (so a
         mark whose key was revoked is shown afresh once a new key is active). Signing is
-        deterministic: the download copy equals the stored one while the key is unchanged."""
+        deterministic: the download copy equals the stored one while the key is unchanged.
+        Refused for an unknown vehicle, a blocked one, a revoked mark, or no mark."""
+        if self.vehicles is None:
+            raise RuntimeError("this Issuer was built without a validity index: it cannot present marks")
+        vehicle = self.vehicles.by_plate(plate_type, plate_number)
+        if vehicle is None:
+            raise NotFound(f"no vehicle {plate_number} (plate type {plate_type})")
+        if vehicle.status_bits & BLOCKS_ROAD_MASK:
+            raise RuleViolation(f"{plate_number}'s status forbids the road: no mark is shown", reason="VEHICLE_BLOCKED")
+        if self.vehicles.is_revoked(vehicle.current_serial):
+            raise RuleViolation(f"{plate_number}'s current mark is revoked", reason="MARK_REVOKED")
+        mark = self.store.mark_by_serial(vehicle.current_serial) if vehicle.current_serial else None
+        if mark is None:
+            raise RuleViolation(f"{plate_number} has no mark yet", reason="NO_MARK")
         expires = self.clock() + lifetime
 
         def copy(presentation: int, expires_at: int = 0) -> str:
             return self.signer.sign(self.body(mark.serial, vehicle, mark, presentation, expires_at))[0]
 
         return Presented(
+            mark=mark,
             live=copy(cert.Presentation.PRESENTATION_ONLINE, int(expires.timestamp())),
             live_expires=expires,
             download=copy(cert.Presentation.PRESENTATION_OFFLINE),
@@ -222,6 +248,7 @@ class Issuer:
 
 @dataclass(frozen=True)
 class Presented:
+    mark: MarkRecord
     live: str
     live_expires: dt.datetime
     download: str

@@ -22,10 +22,9 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from vimark.client.domain import Clock, system_clock
-from vimark.client.errors import KeyStoreError, RuleViolation
+from vimark.client.errors import FailedPrecondition, KeyStoreError
 from vimark.client.trust import ACTIVE, RETIRED, REVOKED, TrustedKey, TrustList
 
-SEAL_ALGORITHM = "ChaCha20-Poly1305"
 MANIFEST = "keys.json"
 
 
@@ -41,7 +40,7 @@ class KeyRing:
 
     def active_signing_key(self) -> tuple[int, Ed25519PrivateKey]:
         if self.signing_key is None:
-            raise RuleViolation("no active issuing key: run `vimark keys rotate`", reason="NO_ACTIVE_KEY")
+            raise FailedPrecondition("no active issuing key: run `vimark keys rotate`", reason="NO_ACTIVE_KEY")
         return self.active_key_id, self.signing_key
 
     def trust_list(self) -> TrustList:

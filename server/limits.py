@@ -1,4 +1,5 @@
-"""Per-caller rate limits: a token bucket for each caller id, its size and refill set by role.
+"""Per-caller rate limits: a token bucket for each caller id, its size and refill set by role
+(the policy table's default rates, which `vimark serve --rate-limit` overrides).
 
 A call costs one token (a VerifyBatch one per certificate). An empty bucket answers
 RESOURCE_EXHAUSTED with the delay after which the call would be accepted.
@@ -6,44 +7,14 @@ RESOURCE_EXHAUSTED with the delay after which the call would be accepted.
 
 from __future__ import annotations
 
-import math
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 
 from vimark.client.errors import ResourceExhausted
 from vimark.server.auth import Caller
-from vimark.server.views import Role
+from vimark.server.policy import Rate, Role
 
-
-@dataclass(frozen=True)
-class Rate:
-    per_second: float  # sustained tokens per second
-    burst: float  # bucket size: what a caller may spend at once after being idle
-
-    @classmethod
-    def parse(cls, text: str) -> Rate:
-        """'RATE/BURST', e.g. '20/200'."""
-        try:
-            rate, burst = (float(part) for part in text.split("/"))
-        except ValueError:
-            raise ValueError(f"{text!r}: give RATE/BURST, e.g. 20/200") from None
-        if not (math.isfinite(rate) and math.isfinite(burst)) or rate <= 0 or burst < 1:
-            raise ValueError(f"{text!r}: the rate must be positive and the burst at least 1")
-        return cls(rate, burst)
-
-
-# Defaults per caller (one certificate). A terminal scans a car every few seconds at most; the
-# public app checks the car in front of it, so 10 checks at once then one every 2 s; partners and
-# stations are systems with contracts. docs/security.md works out what they mean for enumeration.
-DEFAULT_RATES: Mapping[Role, Rate] = {
-    Role.POLICE: Rate(20, 1000),  # the burst allows one full VerifyBatch
-    Role.PUBLIC: Rate(0.5, 10),
-    Role.PARTNER: Rate(2000, 5000),
-    Role.ISSUER: Rate(500, 2000),
-    Role.OPERATOR: Rate(1000, 5000),
-}
 _MAX_BUCKETS = 200_000  # beyond this, buckets that have refilled completely are forgotten
 
 

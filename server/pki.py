@@ -25,9 +25,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from vimark.client.domain import Clock, system_clock
-from vimark.client.errors import KeyStoreError
+from vimark.client.errors import PkiError
 from vimark.server.auth import identity_uri
-from vimark.server.views import Role
+from vimark.server.policy import Role
 
 CA_LIFETIME = dt.timedelta(days=3652)
 LEAF_LIFETIME = dt.timedelta(days=365)
@@ -51,14 +51,14 @@ def init(
     """Create the CA, the server certificate for `hosts` and an empty CRL; refuses an existing CA."""
     directory = Path(directory)
     if (directory / "ca.key").exists() or (directory / "ca.pem").exists():
-        raise KeyStoreError(f"{directory} already holds a CA (ca.pem/ca.key); refusing to overwrite it")
+        raise PkiError(f"{directory} already holds a CA (ca.pem/ca.key); refusing to overwrite it")
     if not hosts:
-        raise KeyStoreError("the server certificate needs at least one host name or address")
+        raise PkiError("the server certificate needs at least one host name or address")
     try:
         directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         os.chmod(directory, 0o700)
     except OSError as exc:
-        raise KeyStoreError(f"cannot create the PKI directory {directory}: {exc}") from None
+        raise PkiError(f"cannot create the PKI directory {directory}: {exc}") from None
     now = clock()
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_name = x509.Name(
@@ -101,7 +101,7 @@ def issue(directory: Path, role: Role | str, caller_id: str, *, clock: Clock = s
     now = clock()
     if existing is not None and existing.not_valid_after_utc > now:
         if existing.serial_number not in _revoked(directory):
-            raise KeyStoreError(
+            raise PkiError(
                 f"{directory / name}.pem is already issued and not revoked; run `vimark pki revoke` first to replace it"
             )
     cert, key = _leaf(ca, ca_key, name, [x509.UniformResourceIdentifier(uri)], ExtendedKeyUsageOID.CLIENT_AUTH, now)
@@ -116,10 +116,10 @@ def revoke(directory: Path, role: Role | str, caller_id: str, *, clock: Clock = 
     path = directory / f"{role.value}-{caller_id}.pem"
     cert = _read_certificate(path)
     if cert is None:
-        raise KeyStoreError(f"no client certificate {path} to revoke")
+        raise PkiError(f"no client certificate {path} to revoke")
     ca, ca_key = _load_ca(directory)
     if cert.issuer != ca.subject:
-        raise KeyStoreError(f"{path} was not issued by the CA in {directory}")
+        raise PkiError(f"{path} was not issued by the CA in {directory}")
     crl = _load_crl(directory, ca)
     entries = list(crl) if crl is not None else []
     if cert.serial_number not in {e.serial_number for e in entries}:
@@ -191,7 +191,7 @@ def _host_names(hosts: tuple[str, ...] | list[str]) -> list[x509.GeneralName]:
             names.append(x509.IPAddress(ipaddress.ip_address(host)))
         except ValueError:
             if not host or any(c.isspace() or c in "/:@" for c in host):
-                raise KeyStoreError(f"{host!r} is neither a host name nor an IP address") from None
+                raise PkiError(f"{host!r} is neither a host name nor an IP address") from None
             names.append(x509.DNSName(host))
     return names
 
@@ -247,10 +247,10 @@ def _write(path: Path, data: bytes, *, secret: bool = False, exclusive: bool = F
             os.replace(tmp, path)
     except FileExistsError:
         tmp.unlink(missing_ok=True)
-        raise KeyStoreError(f"{path} already exists; refusing to overwrite it") from None
+        raise PkiError(f"{path} already exists; refusing to overwrite it") from None
     except OSError as exc:
         tmp.unlink(missing_ok=True)
-        raise KeyStoreError(f"cannot write {path}: {exc}") from None
+        raise PkiError(f"cannot write {path}: {exc}") from None
 
 
 # -- reading -----------------------------------------------------------------------------------
@@ -260,14 +260,14 @@ def _role(role: Role | str) -> Role:
     try:
         return Role(role)
     except ValueError:
-        raise KeyStoreError(f"unknown role {role!r}: one of {', '.join(r.value for r in Role)}") from None
+        raise PkiError(f"unknown role {role!r}: one of {', '.join(r.value for r in Role)}") from None
 
 
 def _identity(role: Role, caller_id: str) -> str:
     try:
         return identity_uri(role, caller_id)
     except ValueError as exc:
-        raise KeyStoreError(str(exc)) from None
+        raise PkiError(str(exc)) from None
 
 
 def _load_ca(directory: Path) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
@@ -275,11 +275,11 @@ def _load_ca(directory: Path) -> tuple[x509.Certificate, ec.EllipticCurvePrivate
         ca = x509.load_pem_x509_certificate((directory / "ca.pem").read_bytes())
         key = serialization.load_pem_private_key((directory / "ca.key").read_bytes(), None)
     except FileNotFoundError:
-        raise KeyStoreError(f"no CA in {directory}: run `vimark pki init {directory}` first") from None
+        raise PkiError(f"no CA in {directory}: run `vimark pki init {directory}` first") from None
     except (OSError, ValueError, TypeError) as exc:
-        raise KeyStoreError(f"the CA in {directory} is unreadable: {exc}") from None
+        raise PkiError(f"the CA in {directory} is unreadable: {exc}") from None
     if not isinstance(key, ec.EllipticCurvePrivateKey) or key.public_key() != ca.public_key():
-        raise KeyStoreError(f"{directory}/ca.key is not the private key of {directory}/ca.pem")
+        raise PkiError(f"{directory}/ca.key is not the private key of {directory}/ca.pem")
     return ca, key
 
 
@@ -289,7 +289,7 @@ def _read_certificate(path: Path) -> x509.Certificate | None:
     except FileNotFoundError:
         return None
     except (OSError, ValueError) as exc:
-        raise KeyStoreError(f"{path} is unreadable: {exc}") from None
+        raise PkiError(f"{path} is unreadable: {exc}") from None
 
 
 def _load_crl(directory: Path, ca: x509.Certificate) -> x509.CertificateRevocationList | None:
@@ -298,9 +298,9 @@ def _load_crl(directory: Path, ca: x509.Certificate) -> x509.CertificateRevocati
     except FileNotFoundError:
         return None
     except (OSError, ValueError) as exc:
-        raise KeyStoreError(f"{directory}/crl.pem is unreadable: {exc}; move it aside to start a new one") from None
+        raise PkiError(f"{directory}/crl.pem is unreadable: {exc}; move it aside to start a new one") from None
     if not crl.is_signature_valid(ca.public_key()):  # type: ignore[arg-type]
-        raise KeyStoreError(f"{directory}/crl.pem is not signed by {directory}/ca.pem")
+        raise PkiError(f"{directory}/crl.pem is not signed by {directory}/ca.pem")
     return crl
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from vimark.client.domain import Month, VehicleCategory
 from vimark.server.rules import VehicleFacts
@@ -92,3 +92,6 @@ class AuditEvent:
     plate_number: str
     verdict: str
     serial: int
+    # The audit row's id, filled on reads (0 for an event not yet written): the order events were
+    # stored in, and a page cursor. Not part of an event's value: a written event equals its read.
+    event_id: int = field(default=0, compare=False)

@@ -32,6 +32,7 @@ from vimark.client.domain import (
     status_letters,
 )
 from vimark.client.errors import InvalidArgument, RuleViolation
+from vimark.v1.certificate_pb2 import IssueReason as _Reason
 
 # Exemption from the lane test began on 2014-09-01; the four-ministry reform took effect on
 # 2022-10-01. "The rule set in force on a due date decides": compared with the due month's first day.
@@ -78,14 +79,22 @@ class VehicleFacts:
         return month_of(self.registered_on)
 
 
-class IssueReason(enum.Enum):
-    REGISTRATION = "registration"
-    TRANSFER = "transfer"
-    CHANGE = "change"
-    INSPECTION_PASSED = "inspection_passed"
-    EXEMPTION = "exemption"
-    REDOWNLOAD = "redownload"
-    PAPER_LOST = "paper_lost"
+class IssueReason(enum.IntEnum):
+    """The proto's IssueReason (certificate.proto) under the short names the rules use; the
+    values are the proto's, so a wire value converts with IssueReason(value)."""
+
+    REGISTRATION = _Reason.ISSUE_REASON_REGISTRATION
+    TRANSFER = _Reason.ISSUE_REASON_TRANSFER
+    CHANGE = _Reason.ISSUE_REASON_CHANGE
+    INSPECTION_PASSED = _Reason.ISSUE_REASON_INSPECTION_PASSED
+    EXEMPTION = _Reason.ISSUE_REASON_EXEMPTION
+    REDOWNLOAD = _Reason.ISSUE_REASON_REDOWNLOAD
+    PAPER_LOST = _Reason.ISSUE_REASON_PAPER_LOST
+
+    @property
+    def label(self) -> str:
+        """The name people type: registration, inspection_passed, ..."""
+        return self.name.lower()
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,183 +1,65 @@
-"""The gRPC servicers: check the request, call the component, shape the answer for the role.
+"""The gRPC servicers: parse the request, call the component, shape the answer for the caller.
 
-Errors cross the wire as a canonical code plus a google.rpc.ErrorInfo whose `reason` is the
-VimarkError's, so the SDK raises the same typed exception on the other side.
+Who may call what, what each role sees and whether it is audited are the policy table's
+(policy.py); the call's plumbing (caller, rate, errors on the wire) is rpc.py's.
 """
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
-import functools
-import logging
+import hashlib
 import time
 from collections.abc import Callable
-from typing import Any, NoReturn, Protocol, TypeVar
+from typing import Any
 
 import grpc
-from google.protobuf import any_pb2
-from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
-from google.rpc import code_pb2, error_details_pb2, status_pb2
-from grpc_status import rpc_status
 
 from vimark.client import certificate as cert
 from vimark.client.domain import (
-    BLOCKS_ROAD_MASK,
     Clock,
-    VehicleCategory,
     china_date,
     format_month,
-    month_of,
     parse_date,
-    parse_month,
     parse_plate_number,
     parse_plate_type,
     parse_vin,
-    status_bits,
     status_letters,
 )
-from vimark.client.errors import (
-    InvalidArgument,
-    NotFound,
-    PermissionDenied,
-    ResourceExhausted,
-    RuleViolation,
-    Unauthenticated,
-    Unavailable,
-    VimarkError,
-)
-from vimark.server import rules, views
-from vimark.server.audit import AUDITED_ROLES, AuditLog
+from vimark.client.errors import CertificateError, InvalidArgument, NotFound, PermissionDenied
+from vimark.client.trust import key_status_value
+from vimark.server import rules
+from vimark.server.audit import AuditLog
 from vimark.server.auth import Authenticator, Caller
 from vimark.server.index import ValidityIndex
 from vimark.server.issuer import IssueCommand, Issuer
 from vimark.server.limits import RateLimiter
 from vimark.server.metrics import Metrics
-from vimark.server.records import MarkRecord, VehicleRecord
+from vimark.server.policy import View
+from vimark.server.records import AuditEvent, MarkRecord
+from vimark.server.registry import check_registry_dates, parse_status_letters, parse_vehicle
+from vimark.server.rpc import ChangeFollower, Servicer, policy_of, rpc
 from vimark.server.store import Store
 from vimark.server.verifier import VehicleStanding, Verification, Verifier
-from vimark.server.views import Role
+from vimark.server.views import lookup_response, verify_response
+from vimark.v1 import audit_service_pb2 as apb
+from vimark.v1 import audit_service_pb2_grpc as apb_grpc
 from vimark.v1 import mark_service_pb2 as pb
 from vimark.v1 import mark_service_pb2_grpc as pb_grpc
 from vimark.v1 import registry_service_pb2 as rpb
 from vimark.v1 import registry_service_pb2_grpc as rpb_grpc
 
-log = logging.getLogger("vimark.server")
-
 MAX_BATCH = 1000  # VerifyBatch items and UpsertVehicles vehicles per call
-DOMAIN = "vimark.v1"
-
-_CODES: list[tuple[type[VimarkError], grpc.StatusCode]] = [
-    (InvalidArgument, grpc.StatusCode.INVALID_ARGUMENT),
-    (RuleViolation, grpc.StatusCode.FAILED_PRECONDITION),
-    (NotFound, grpc.StatusCode.NOT_FOUND),
-    (Unavailable, grpc.StatusCode.UNAVAILABLE),
-    (PermissionDenied, grpc.StatusCode.PERMISSION_DENIED),
-    (Unauthenticated, grpc.StatusCode.UNAUTHENTICATED),
-    (ResourceExhausted, grpc.StatusCode.RESOURCE_EXHAUSTED),
-]
-EVERYONE = frozenset(Role)
-# Who may call what. The registration system and stations issue; operators feed the registry; every
-# role verifies a QR it is shown; only police and partners look plates up or verify in bulk; Present
-# hands out a vehicle's QR, so only the systems that act for its owner (issuer) and operators get it.
-ALLOWED_ROLES: dict[str, frozenset[Role]] = {
-    "Issue": frozenset({Role.ISSUER}),
-    "Verify": EVERYONE,
-    "VerifyBatch": frozenset({Role.POLICE, Role.PARTNER}),
-    "LookupVehicleStatus": frozenset({Role.POLICE, Role.PARTNER}),
-    "Present": frozenset({Role.ISSUER, Role.OPERATOR}),
-    "GetTrustList": EVERYONE,
-    "UpsertVehicles": frozenset({Role.OPERATOR}),
-    "SetVehicleStatus": frozenset({Role.OPERATOR}),
-    "RevokeMark": frozenset({Role.OPERATOR}),
-}
-
-
-class IndexSync(Protocol):
-    """Brings the index up to the store's change log (after a local write, and in the background)."""
-
-    ready: bool
-
-    def catch_up(self, at_least: int | None = None) -> None: ...
-
-
-def _abort(context: grpc.ServicerContext, code: grpc.StatusCode, error: VimarkError) -> NoReturn:
-    info = error_details_pb2.ErrorInfo(reason=error.reason, domain=DOMAIN)
-    field = getattr(error, "field", None)
-    if field:
-        info.metadata["field"] = field
-    details = [_packed(info)]
-    if isinstance(error, ResourceExhausted):
-        delay = Duration()
-        delay.FromNanoseconds(int(error.retry_after * 1e9))
-        details.append(_packed(error_details_pb2.RetryInfo(retry_delay=delay)))
-    status = status_pb2.Status(code=getattr(code_pb2, code.name), message=error.message, details=details)
-    context.abort_with_status(rpc_status.to_status(status))
-    raise AssertionError("abort_with_status returns only by raising")
-
-
-def _packed(message: Any) -> any_pb2.Any:
-    detail = any_pb2.Any()
-    detail.Pack(message)
-    return detail
-
-
-R = TypeVar("R")
-
-
-def rpc(name: str, cost: Callable[[Any], int] = lambda request: 1) -> Callable[[Callable[..., R]], Callable[..., R]]:
-    """Identify the caller, check its role and rate limit, time the call, count it by code, and
-    turn VimarkErrors into gRPC statuses. The method receives the Caller after the request."""
-    allowed = ALLOWED_ROLES[name]
-
-    def wrap(method: Callable[..., R]) -> Callable[..., R]:
-        @functools.wraps(method)
-        def handler(self: _Base, request: Any, context: grpc.ServicerContext) -> R:
-            start = time.perf_counter()
-            code = grpc.StatusCode.OK
-            try:
-                caller = self.auth.identify(context)
-                if caller.role not in allowed and not caller.unrestricted:
-                    roles = ", ".join(sorted(r.value for r in allowed))
-                    raise PermissionDenied(f"{name} is for {roles}; this caller is {caller.role.value}")
-                if self.limiter is not None:
-                    try:
-                        self.limiter.take(caller, cost(request))
-                    except ResourceExhausted:
-                        self.metrics.rate_limited.labels(caller.role.value).inc()
-                        raise
-                return method(self, request, context, caller)
-            except VimarkError as exc:
-                code = next((c for t, c in _CODES if isinstance(exc, t)), grpc.StatusCode.FAILED_PRECONDITION)
-                _abort(context, code, exc)
-            except Exception:
-                code = grpc.StatusCode.INTERNAL
-                log.exception("%s failed", name)
-                context.abort(code, f"{name} failed inside vimark; the server log has the details")
-            finally:
-                self.metrics.rpc_finished(name, code.name, time.perf_counter() - start)
-
-        return handler
-
-    return wrap
-
-
-class _Base:
-    def __init__(self, metrics: Metrics, sync: IndexSync, auth: Authenticator, limiter: RateLimiter | None) -> None:
-        self.metrics = metrics
-        self.sync = sync
-        self.auth = auth
-        self.limiter = limiter  # None: no per-caller limit (development mode has one shared caller)
-
-    def require_ready(self) -> None:
-        if not self.sync.ready:
-            raise Unavailable("the validity index is still loading")
+MAX_AUDIT_PAGE = 1000
+DEFAULT_AUDIT_PAGE = 100
+MAX_REVOCATION_REASON = 200
 
 
 def _at_date(text: str, caller: Caller) -> dt.date | None:
     if not text:
         return None
-    if not (views.may_judge_another_date(caller.role) or caller.unrestricted):
+    if not (policy_of(caller).judges_other_dates or caller.unrestricted):
         raise PermissionDenied(f"at_date is not for the {caller.role.value} role: it is judged on today's date")
     return parse_date(text, "at_date")
 
@@ -189,11 +71,15 @@ def _check_qr_text(text: str) -> None:
         raise InvalidArgument("qr_text", f"{len(text)} characters; at most {cert.MAX_QR_TEXT_LENGTH}")
 
 
-class MarkService(_Base, pb_grpc.MarkServiceServicer):
+def _view(caller: Caller) -> View:
+    return View.FULL if caller.unrestricted else policy_of(caller).view
+
+
+class MarkService(Servicer, pb_grpc.MarkServiceServicer):
     def __init__(
         self,
         metrics: Metrics,
-        sync: IndexSync,
+        sync: ChangeFollower,
         auth: Authenticator,
         limiter: RateLimiter | None,
         *,
@@ -225,7 +111,7 @@ class MarkService(_Base, pb_grpc.MarkServiceServicer):
             request.inspected_on,
             request.station_id,
         )
-        issued = self.issuer.issue_logged(command)
+        issued = self.issuer.issue(command)
         # A Verify right after this Issue must see the new mark (None for a replay: catch up fully).
         self.sync.catch_up(at_least=issued.change_id)
         return _issue_response(issued.mark, issued.replayed)
@@ -237,9 +123,9 @@ class MarkService(_Base, pb_grpc.MarkServiceServicer):
         self.require_ready()
         verification = self.verifier.verify(request.qr_text, at)
         self.metrics.verdict_given("Verify", verification.verdict)
-        if caller.role in AUDITED_ROLES:
+        if policy_of(caller).audited:
             self.audit.record(caller, "Verify", *_audited(verification), time.time())
-        return views.verify_response(verification, caller.role)
+        return verify_response(verification, _view(caller))
 
     @rpc("VerifyBatch", cost=lambda request: len(request.qr_texts))
     def VerifyBatch(
@@ -253,9 +139,10 @@ class MarkService(_Base, pb_grpc.MarkServiceServicer):
         results = self.verifier.verify_many(list(request.qr_texts), at)
         for v in results:
             self.metrics.verdict_given("VerifyBatch", v.verdict)
-        if caller.role in AUDITED_ROLES:
+        if policy_of(caller).audited:
             self.audit.record_many(caller, "VerifyBatch", [_audited(v) for v in results], time.time())
-        return pb.VerifyBatchResponse(results=[views.verify_response(v, caller.role) for v in results])
+        view = _view(caller)
+        return pb.VerifyBatchResponse(results=[verify_response(v, view) for v in results])
 
     @rpc("LookupVehicleStatus")
     def LookupVehicleStatus(
@@ -273,7 +160,7 @@ class MarkService(_Base, pb_grpc.MarkServiceServicer):
             wanted = f"VIN {request.vin}"
         else:
             raise InvalidArgument("plate_number", "give plate_number and plate_type, or vin")
-        audited = caller.role in AUDITED_ROLES
+        audited = policy_of(caller).audited
         if vehicle is None:
             if audited:
                 self.audit.record(
@@ -297,24 +184,15 @@ class MarkService(_Base, pb_grpc.MarkServiceServicer):
                 time.time(),
             )
         standing = VehicleStanding.of(vehicle, at or china_date(self.verifier.clock()), self.verifier.config)
-        return views.lookup_response(standing, caller.role)
+        return lookup_response(standing, _view(caller))
 
     @rpc("Present")
     def Present(self, request: pb.PresentRequest, context: grpc.ServicerContext, caller: Caller) -> pb.PresentResponse:
         plate_type = parse_plate_type(request.plate_type)
         plate_number = parse_plate_number(request.plate_number)
         self.require_ready()
-        vehicle = self.index.by_plate(plate_type, plate_number)
-        if vehicle is None:
-            raise NotFound(f"no vehicle {plate_number} (plate type {plate_type})")
-        if vehicle.status_bits & BLOCKS_ROAD_MASK:
-            raise RuleViolation(f"{plate_number}'s status forbids the road: no mark is shown", reason="VEHICLE_BLOCKED")
-        if self.index.is_revoked(vehicle.current_serial):
-            raise RuleViolation(f"{plate_number}'s current mark is revoked", reason="MARK_REVOKED")
-        mark = self.store.mark_by_serial(vehicle.current_serial) if vehicle.current_serial else None
-        if mark is None:
-            raise RuleViolation(f"{plate_number} has no mark yet", reason="NO_MARK")
-        shown = self.issuer.present(mark, vehicle, self.presentation_lifetime)
+        shown = self.issuer.present(plate_type, plate_number, self.presentation_lifetime)
+        mark = shown.mark
         return pb.PresentResponse(
             live_qr_text=shown.live,
             live_expire_time=Timestamp(seconds=int(shown.live_expires.timestamp())),
@@ -329,20 +207,50 @@ class MarkService(_Base, pb_grpc.MarkServiceServicer):
         self, request: pb.GetTrustListRequest, context: grpc.ServicerContext, caller: Caller
     ) -> pb.GetTrustListResponse:
         ring = self.keyring()
-        response = pb.GetTrustListResponse(generated_time=Timestamp(seconds=int(time.time())))
-        statuses = {"active": pb.KEY_STATUS_ACTIVE, "retired": pb.KEY_STATUS_RETIRED, "revoked": pb.KEY_STATUS_REVOKED}
+        response = pb.GetTrustListResponse(generate_time=Timestamp(seconds=int(time.time())))
         for key in sorted(ring.trusted.values(), key=lambda k: k.key_id):
             item = pb.TrustedKey(
-                key_id=key.key_id, algorithm="Ed25519", public_key=key.public_key, status=statuses[key.status]
+                key_id=key.key_id,
+                algorithm="Ed25519",
+                public_key=key.public_key,
+                status=key_status_value(key.status),  # type: ignore[arg-type]
             )
-            item.valid_from_time.FromDatetime(key.valid_from)
+            item.start_time.FromDatetime(key.valid_from)
             if key.valid_until:
-                item.valid_until_time.FromDatetime(key.valid_until)
+                item.end_time.FromDatetime(key.valid_until)
             response.keys.append(item)
-        if views.may_see_seal_keys(caller.role):
+        if policy_of(caller).gets_seal_keys or caller.unrestricted:
             for seal_id, seal_key in sorted(ring.seal_keys.items()):
                 response.seal_keys.append(pb.SealKey(seal_key_id=seal_id, algorithm="ChaCha20-Poly1305", key=seal_key))
         return response
+
+    @rpc("DescribeMark")
+    def DescribeMark(
+        self, request: pb.DescribeMarkRequest, context: grpc.ServicerContext, caller: Caller
+    ) -> pb.DescribeMarkResponse:
+        _check_qr_text(request.qr_text)
+        try:
+            body = self.verifier.authenticate(request.qr_text).body
+        except CertificateError as exc:
+            raise InvalidArgument("qr_text", f"not an authentic vimark mark ({exc.reason}): {exc.message}") from None
+        return pb.DescribeMarkResponse(
+            serial=body.serial,
+            plate_number=body.plate_number,
+            plate_type=body.plate_type,
+            valid_until=body.valid_until_text,
+        )
+
+    @rpc("RevokeMark")
+    def RevokeMark(
+        self, request: pb.RevokeMarkRequest, context: grpc.ServicerContext, caller: Caller
+    ) -> pb.RevokeMarkResponse:
+        if not 0 < request.serial < 2**63:
+            raise InvalidArgument("serial", "required: the serial of the mark to revoke (1 to 2^63-1)")
+        if len(request.reason) > MAX_REVOCATION_REASON or not request.reason.isprintable():
+            raise InvalidArgument("reason", f"at most {MAX_REVOCATION_REASON} printable characters")
+        self.store.revoke_mark(request.serial, request.reason)
+        self.sync.catch_up()
+        return pb.RevokeMarkResponse(serial=request.serial)
 
 
 def _audited(v: Verification) -> tuple[str, str, str, int]:
@@ -360,64 +268,18 @@ def _issue_response(mark: MarkRecord, replayed: bool) -> pb.IssueResponse:
         plate_type=mark.plate_type,
         vin=mark.vin,
         valid_until=format_month(mark.valid_until),
-        issued_time=Timestamp(seconds=int(mark.issued_at.timestamp())),
+        issue_time=Timestamp(seconds=int(mark.issued_at.timestamp())),
         reason=mark.reason,  # type: ignore[arg-type]
         key_id=mark.key_id,
         replayed=replayed,
     )
 
 
-def parse_vehicle(v: rpb.Vehicle, field: str = "vehicle") -> VehicleRecord:
-    """A registry Vehicle message, checked; errors name the field (e.g. vehicles[3].vin)."""
-    try:
-        return VehicleRecord(
-            vehicle_id=0,
-            plate_type=parse_plate_type(v.plate_type),
-            plate_number=parse_plate_number(v.plate_number),
-            vin=parse_vin(v.vin),
-            category=VehicleCategory.parse(v.category),
-            registered_on=parse_date(v.registered_on, "registered_on"),
-            seats=_seats(v.seats),
-            exemption_lost=v.exemption_lost,
-            status_bits=status_bits(v.status_codes or "A"),
-            valid_until=parse_month(v.valid_until) if v.valid_until else None,
-            current_serial=0,
-        )
-    except InvalidArgument as exc:
-        raise InvalidArgument(f"{field}.{exc.field}", exc.message.split(": ", 1)[-1]) from None
-
-
-def _seats(seats: int) -> int:
-    if seats > 99:
-        raise InvalidArgument("seats", f"{seats} seats is not a motor vehicle vimark marks (at most 99)")
-    return seats
-
-
-def check_registry_dates(v: VehicleRecord, today: dt.date, config: rules.RuleConfig, field: str) -> None:
-    """A registry row's dates must be possible today: registered by now, valid from its
-    registration on and not beyond what any inspection granted today could reach. A wrong row
-    would otherwise become a signed mark (a redownload carries the registry's validity)."""
-    if v.registered_on > today:
-        raise InvalidArgument(f"{field}.registered_on", f"{v.registered_on} is after today ({today})")
-    if v.valid_until is None:
-        return
-    if v.valid_until < month_of(v.registered_on):
-        raise InvalidArgument(
-            f"{field}.valid_until", f"{format_month(v.valid_until)} is before the registration ({v.registered_on})"
-        )
-    latest = rules.latest_recordable_validity(today, config)
-    if v.valid_until > latest:
-        raise InvalidArgument(
-            f"{field}.valid_until",
-            f"{format_month(v.valid_until)} is beyond any validity granted by today (at most {format_month(latest)})",
-        )
-
-
-class RegistryService(_Base, rpb_grpc.RegistryServiceServicer):
+class RegistryService(Servicer, rpb_grpc.RegistryServiceServicer):
     def __init__(
         self,
         metrics: Metrics,
-        sync: IndexSync,
+        sync: ChangeFollower,
         auth: Authenticator,
         limiter: RateLimiter | None,
         *,
@@ -450,22 +312,83 @@ class RegistryService(_Base, rpb_grpc.RegistryServiceServicer):
     ) -> rpb.SetVehicleStatusResponse:
         plate_type = parse_plate_type(request.plate_type)
         plate_number = parse_plate_number(request.plate_number)
-        if not request.status_codes:
-            raise InvalidArgument("status_codes", "required: the full set of letters, or A to clear")
-        if "Q" in request.status_codes:
-            raise InvalidArgument("status_codes", "Q (overdue) is derived from the valid-until month, not set")
-        vehicle = self.store.set_status(plate_type, plate_number, status_bits(request.status_codes))
+        bits = parse_status_letters(request.status_codes)
+        vehicle = self.store.set_status(plate_type, plate_number, bits)
         self.sync.catch_up()
         return rpb.SetVehicleStatusResponse(status_codes=status_letters(vehicle.status_bits))
 
-    @rpc("RevokeMark")
-    def RevokeMark(
-        self, request: rpb.RevokeMarkRequest, context: grpc.ServicerContext, caller: Caller
-    ) -> rpb.RevokeMarkResponse:
-        if not 0 < request.serial < 2**63:
-            raise InvalidArgument("serial", "required: the serial of the mark to revoke (1 to 2^63-1)")
-        if len(request.reason) > 200 or not request.reason.isprintable():
-            raise InvalidArgument("reason", "at most 200 printable characters")
-        self.store.revoke_mark(request.serial, request.reason)
-        self.sync.catch_up()
-        return rpb.RevokeMarkResponse(serial=request.serial)
+
+class AuditService(Servicer, apb_grpc.AuditServiceServicer):
+    def __init__(
+        self,
+        metrics: Metrics,
+        sync: ChangeFollower,
+        auth: Authenticator,
+        limiter: RateLimiter | None,
+        *,
+        store: Store,
+    ) -> None:
+        super().__init__(metrics, sync, auth, limiter)
+        self.store = store
+
+    @rpc("ListAuditEvents")
+    def ListAuditEvents(
+        self, request: apb.ListAuditEventsRequest, context: grpc.ServicerContext, caller: Caller
+    ) -> apb.ListAuditEventsResponse:
+        if request.page_size < 0:
+            raise InvalidArgument("page_size", f"{request.page_size} is negative; 0 means {DEFAULT_AUDIT_PAGE}")
+        size = min(request.page_size or DEFAULT_AUDIT_PAGE, MAX_AUDIT_PAGE)
+        plate = parse_plate_number(request.plate_number) if request.plate_number else None
+        since = request.start_time.ToDatetime(dt.UTC) if request.HasField("start_time") else None
+        until = request.end_time.ToDatetime(dt.UTC) if request.HasField("end_time") else None
+        filters = _filters_digest(plate, request.caller_id, since, until)
+        after = _read_page_token(request.page_token, filters)
+        events = self.store.list_audit_events(
+            plate_number=plate,
+            caller_id=request.caller_id or None,
+            since=since,
+            until=until,
+            after_id=after,
+            limit=size + 1,  # one more tells whether another page follows
+        )
+        response = apb.ListAuditEventsResponse(events=[_audit_message(e) for e in events[:size]])
+        if len(events) > size:
+            response.next_page_token = _page_token(events[size - 1].event_id, filters)
+        return response
+
+
+def _filters_digest(*filters: object) -> str:
+    return hashlib.sha256(repr(filters).encode()).hexdigest()[:16]
+
+
+def _page_token(after_id: int, filters: str) -> str:
+    return base64.urlsafe_b64encode(f"{after_id}.{filters}".encode()).decode()
+
+
+def _read_page_token(token: str, filters: str) -> int:
+    """The event id a page token continues after; the token must come with the filters it was made for."""
+    if not token:
+        return 0
+    try:
+        after, _, made_for = base64.urlsafe_b64decode(token.encode()).decode().partition(".")
+        after_id = int(after)
+    except ValueError:
+        raise InvalidArgument("page_token", "not a token this server gave") from None
+    if made_for != filters:
+        raise InvalidArgument("page_token", "was given for other filters: send the same filters with it")
+    return after_id
+
+
+def _audit_message(e: AuditEvent) -> apb.AuditEvent:
+    message = apb.AuditEvent(
+        event_id=e.event_id,
+        caller_id=e.caller_id,
+        role=e.role,
+        rpc=e.rpc,
+        plate_type=e.plate_type,
+        plate_number=e.plate_number,
+        verdict=e.verdict,
+        serial=e.serial,
+    )
+    message.event_time.FromDatetime(e.at)
+    return message

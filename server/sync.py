@@ -18,7 +18,7 @@ log = logging.getLogger("vimark.server")
 _PAGE = 5000  # change-log rows per query
 
 
-class KeyWatcher:
+class ReloadableKeyRing:
     """The key ring, reloaded when the key directory's manifest changes (rotation, revocation)."""
 
     def __init__(self, directory: KeyDirectory) -> None:
@@ -44,7 +44,7 @@ class KeyWatcher:
             log.info("key directory reloaded: active key %d, %d trusted", ring.active_key_id, len(ring.trusted))
 
 
-class IndexSync:
+class IndexFollower:
     """Loads the index from the store, then tails the change log: on every local write and
     every poll_interval in the background (which is how writes by other servers arrive)."""
 

@@ -164,13 +164,17 @@ class Verifier:
     def verify(self, qr_text: str, at: dt.date | None = None) -> Verification:
         now = self.clock()
         on = at or china_date(now)
-        # 1-9. Authenticity: form, seal, key, signature, key life (shared with offline terminals).
         try:
-            claim = self.trust.current().claim(qr_text)
-            certificate = claim.conclude(self.signatures.check(*claim.signed))
+            certificate = self.authenticate(qr_text)
         except CertificateError as exc:
             return _refused(exc)
         return self._judge(certificate, now, on)
+
+    def authenticate(self, qr_text: str) -> cert.Certificate:
+        """Steps 1-9, authenticity: form, seal, key, signature, key life (shared with offline
+        terminals). Raises the CertificateError that names the verdict."""
+        claim = self.trust.current().claim(qr_text)
+        return claim.conclude(self.signatures.check(*claim.signed))
 
     def _judge(self, certificate: cert.Certificate, now: dt.datetime, on: dt.date) -> Verification:
         """Steps 10-14 for an authentic certificate."""

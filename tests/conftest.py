@@ -16,6 +16,7 @@ from vimark.server.app import ServerConfig, VimarkServer
 from vimark.server.keys import KeyDirectory
 from vimark.v1 import registry_service_pb2 as rpb
 
+pytest_plugins = ["tls_fixtures"]  # the TLS server and role clients (tests/tls_fixtures.py)
 POSTGRES_ADMIN_URL = os.environ.get("VIMARK_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 
 

@@ -16,15 +16,18 @@ from pathlib import Path
 
 import pytest
 
-from vimark.client.errors import Unavailable
-from vimark.server.audit import AUDITED_ROLES, AuditLog, AuditSink
+from conftest import MovableClock, start_server
+from vimark.client.errors import InvalidArgument, Unavailable
+from vimark.client.sdk import VimarkClient
+from vimark.server.app import VimarkServer
+from vimark.server.audit import AuditLog, AuditSink
 from vimark.server.auth import Caller
 from vimark.server.metrics import Metrics
+from vimark.server.policy import Role, audited_roles
 from vimark.server.records import AuditEvent
 from vimark.server.store import Store
-from vimark.server.views import Role
 
-VIMARK = [sys.executable, "-m", "vimark.client.cli.main"]
+VIMARK = [sys.executable, "-m", "vimark.client.cli.main"]  # the terminal-only command line
 POLICE = Caller(Role.POLICE, "police-terminal-0042")
 PARTNER = Caller(Role.PARTNER, "insurer-picc")
 T0 = dt.datetime(2026, 11, 25, 2, 0, tzinfo=dt.UTC).timestamp()  # 10:00 in China, the day of the tests
@@ -258,76 +261,125 @@ def test_close_gives_up_on_a_database_that_stays_down() -> None:
 
 
 def test_audited_roles_are_police_and_partners() -> None:
-    assert AUDITED_ROLES == {Role.POLICE, Role.PARTNER}
+    assert audited_roles() == {Role.POLICE, Role.PARTNER}
 
 
-def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+def run_cli(server: VimarkServer, *args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "TZ": "Asia/Shanghai"}  # a --since without a zone is local time
-    return subprocess.run([*VIMARK, "audit", *args], capture_output=True, text=True, timeout=60, env=env)
+    command = [*VIMARK, "audit", "--server", f"127.0.0.1:{server.port}", *args]
+    return subprocess.run(command, capture_output=True, text=True, timeout=60, env=env)
 
 
-def test_cli_prints_one_json_object_per_event(store: Store) -> None:
+def test_cli_prints_one_json_object_per_event(db_url: str, keys_dir: Path, clock: MovableClock) -> None:
+    """`vimark audit` reads the log through the server's AuditService, never the database."""
+    store = Store(db_url)
     log = AuditLog(store, Metrics())
     for i in range(4):
         verify(log, i % 2, POLICE if i < 3 else PARTNER, at=T0 + i + 0.5)
     log.record(POLICE, "LookupVehicleStatus", "02", "闽C10001", "FOUND", 0, T0 + 10)
     assert log.close() == 0
+    store.close()
+    server = start_server(db_url, keys_dir, clock)
+    try:
+        result = run_cli(server, "--plate-number", "闽C10001", "--json")
+        assert result.returncode == 0, result.stderr
+        lines = [json.loads(line) for line in result.stdout.splitlines()]
+        assert [{k: v for k, v in line.items() if k != "event_id"} for line in lines] == [
+            {
+                "at": "2026-11-25T02:00:01.500000+00:00",
+                "caller_id": "police-terminal-0042",
+                "role": "police",
+                "rpc": "Verify",
+                "plate_type": "02",
+                "plate_number": "闽C10001",
+                "verdict": "VERDICT_VALID",
+                "serial": 1001,
+            },
+            {
+                "at": "2026-11-25T02:00:03.500000+00:00",
+                "caller_id": "insurer-picc",
+                "role": "partner",
+                "rpc": "Verify",
+                "plate_type": "02",
+                "plate_number": "闽C10001",
+                "verdict": "VERDICT_VALID",
+                "serial": 1001,
+            },
+            {
+                "at": "2026-11-25T02:00:10+00:00",
+                "caller_id": "police-terminal-0042",
+                "role": "police",
+                "rpc": "LookupVehicleStatus",
+                "plate_type": "02",
+                "plate_number": "闽C10001",
+                "verdict": "FOUND",
+                "serial": 0,
+            },
+        ]
+        ids = [line["event_id"] for line in lines]
+        assert ids == sorted(ids) and len(set(ids)) == 3
 
-    result = run_cli("--db", store.url, "--plate-number", "闽C10001", "--json")
-    assert result.returncode == 0, result.stderr
-    lines = [json.loads(line) for line in result.stdout.splitlines()]
-    assert lines == [
-        {
-            "at": "2026-11-25T02:00:01.500000+00:00",
-            "caller_id": "police-terminal-0042",
-            "role": "police",
-            "rpc": "Verify",
-            "plate_type": "02",
-            "plate_number": "闽C10001",
-            "verdict": "VERDICT_VALID",
-            "serial": 1001,
-        },
-        {
-            "at": "2026-11-25T02:00:03.500000+00:00",
-            "caller_id": "insurer-picc",
-            "role": "partner",
-            "rpc": "Verify",
-            "plate_type": "02",
-            "plate_number": "闽C10001",
-            "verdict": "VERDICT_VALID",
-            "serial": 1001,
-        },
-        {
-            "at": "2026-11-25T02:00:10+00:00",
-            "caller_id": "police-terminal-0042",
-            "role": "police",
-            "rpc": "LookupVehicleStatus",
-            "plate_type": "02",
-            "plate_number": "闽C10001",
-            "verdict": "FOUND",
-            "serial": 0,
-        },
-    ]
+        since = "2026-11-25T10:00:02+08:00"
+        result = run_cli(server, "--caller", "police-terminal-0042", "--since", since)
+        assert result.returncode == 0, result.stderr
+        lines = result.stdout.splitlines()
+        assert len(lines) == 2
+        assert "闽C10000 (02)" in lines[0] and "VERDICT_VALID" in lines[0] and "serial 1000" in lines[0]
+        assert "LookupVehicleStatus" in lines[1] and "FOUND" in lines[1]
 
-    result = run_cli("--db", store.url, "--caller", "police-terminal-0042", "--since", "2026-11-25T10:00:02+08:00")
-    assert result.returncode == 0, result.stderr
-    lines = result.stdout.splitlines()
-    assert len(lines) == 2
-    assert "闽C10000 (02)" in lines[0] and "VERDICT_VALID" in lines[0] and "serial 1000" in lines[0]
-    assert "LookupVehicleStatus" in lines[1] and "FOUND" in lines[1]
+        result = run_cli(server, "--since", "2026-11-25", "--limit", "2", "--json")
+        assert result.returncode == 0, result.stderr
+        assert [json.loads(line)["serial"] for line in result.stdout.splitlines()] == [1000, 1001]
 
-    result = run_cli("--db", store.url, "--since", "2026-11-25", "--limit", "2", "--json")
-    assert result.returncode == 0, result.stderr
-    assert [json.loads(line)["serial"] for line in result.stdout.splitlines()] == [1000, 1001]
+        result = run_cli(server, "--since", "2026-11-25", "--until", "2026-11-25T10:00:02+08:00", "--json")
+        assert [json.loads(line)["serial"] for line in result.stdout.splitlines()] == [1000, 1001]
+    finally:
+        server.stop(grace=1)
 
 
-def test_cli_refuses_a_bad_since_and_a_missing_database(sqlite_url: str, tmp_path: Path) -> None:
-    result = run_cli("--db", sqlite_url, "--since", "last tuesday")
-    assert result.returncode == 2
-    assert "'last tuesday' is not a date" in result.stderr
+def test_paging_neither_repeats_nor_skips_events_sharing_a_time(
+    db_url: str, keys_dir: Path, clock: MovableClock
+) -> None:
+    """Events written in one batch share their second; a page boundary inside them loses none."""
+    store = Store(db_url)
+    log = AuditLog(store, Metrics())
+    for i in range(23):
+        verify(log, i, at=T0 + (i // 10))  # three timestamps, ten events each (three in the last)
+    assert log.close() == 0
+    store.close()
+    server = start_server(db_url, keys_dir, clock)
+    try:
+        with VimarkClient(f"127.0.0.1:{server.port}", timeout=10) as client:
+            serials: list[int] = []
+            token = ""
+            pages = 0
+            while True:
+                page = client.list_audit_events(page_size=4, page_token=token)
+                serials += [e.serial for e in page.events]
+                pages += 1
+                token = page.next_page_token
+                if not token:
+                    break
+            assert serials == [1000 + i for i in range(23)] and pages == 6
+            with pytest.raises(InvalidArgument) as other:
+                client.list_audit_events(
+                    page_size=4,
+                    page_token=client.list_audit_events(page_size=4).next_page_token,
+                    caller_id="someone-else",
+                )
+            assert other.value.field == "page_token"
+            with pytest.raises(InvalidArgument) as garbled:
+                client.list_audit_events(page_token="not-a-token")
+            assert garbled.value.field == "page_token"
+    finally:
+        server.stop(grace=1)
 
-    missing = f"sqlite:///{tmp_path / 'absent.db'}"
-    result = run_cli("--db", missing, "--json")
-    assert result.returncode == 2
-    assert "no database file" in result.stderr
-    assert not (tmp_path / "absent.db").exists()
+
+def test_cli_refuses_a_bad_since(sqlite_url: str, keys_dir: Path, clock: MovableClock) -> None:
+    server = start_server(sqlite_url, keys_dir, clock)
+    try:
+        result = run_cli(server, "--since", "last tuesday")
+        assert result.returncode == 2
+        assert "'last tuesday' is not a date" in result.stderr
+    finally:
+        server.stop(grace=1)

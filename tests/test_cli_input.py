@@ -14,11 +14,11 @@ import pytest
 
 from conftest import MovableClock, start_server
 from vimark.client.cli import vehicles
-from vimark.client.cli.main import main
 from vimark.server.app import VimarkServer
+from vimark.server.cli.main import main
 from vimark.server.records import VehicleRecord
 
-VIMARK = [sys.executable, "-m", "vimark.client.cli.main"]
+VIMARK = [sys.executable, "-m", "vimark.server.cli.main"]
 NOWHERE = ["--server", "127.0.0.1:1"]  # nothing listens: a test passes only if the CLI refuses before connecting
 HEADER = "plate_number,plate_type,vin,category,registered_on,valid_until,status"
 GBK_PLATE = "闽C12346".encode("gbk")  # b"\xc3\xf6C12346": not valid UTF-8

@@ -34,7 +34,7 @@ from vimark.server.store import MarkRow, Store
 from vimark.v1 import certificate_pb2 as cpb
 from vimark.v1 import mark_service_pb2 as pb
 
-VIMARK = [sys.executable, "-m", "vimark.client.cli.main"]
+VIMARK = [sys.executable, "-m", "vimark.server.cli.main"]
 PLATES = [f"闽C{i:05d}" for i in range(6)]  # few vehicles: most Issues supersede an earlier mark
 WORKERS = 6
 ACKED_BEFORE_KILL = 60  # the kill lands after this many Issues returned OK, while more are in flight

@@ -21,7 +21,7 @@ from vimark.server.keys import KeyDirectory
 from vimark.server.metrics import Metrics
 from vimark.server.records import VehicleRecord
 from vimark.server.store import Store
-from vimark.server.sync import IndexSync, KeyWatcher
+from vimark.server.sync import IndexFollower, ReloadableKeyRing
 from vimark.v1 import certificate_pb2 as cpb
 
 N = 48
@@ -44,12 +44,12 @@ def _vehicle(i: int) -> VehicleRecord:
 
 
 @pytest.fixture
-def setup(db_url: str, keys_dir: Path, clock: MovableClock) -> Iterator[tuple[Store, Issuer, IndexSync]]:
+def setup(db_url: str, keys_dir: Path, clock: MovableClock) -> Iterator[tuple[Store, Issuer, IndexFollower]]:
     store = Store(db_url)
     store.upsert_vehicles([_vehicle(i) for i in range(N)])
-    sync = IndexSync(store, ValidityIndex(), Metrics())
+    sync = IndexFollower(store, ValidityIndex(), Metrics())
     sync.load()
-    issuer = Issuer(store, KeyWatcher(KeyDirectory(keys_dir, clock)).signer, clock)
+    issuer = Issuer(store, ReloadableKeyRing(KeyDirectory(keys_dir, clock)).signer, clock)
     yield store, issuer, sync
     store.close()
 
@@ -65,7 +65,7 @@ def _together(calls: list[IssueCommand], issuer: Issuer) -> list[object]:
     def one(command: IssueCommand) -> object:
         barrier.wait()
         try:
-            return issuer.issue_logged(command)
+            return issuer.issue(command)
         except Exception as exc:
             return exc
 
@@ -73,7 +73,7 @@ def _together(calls: list[IssueCommand], issuer: Issuer) -> list[object]:
         return list(pool.map(one, calls))
 
 
-def test_many_threads_get_their_own_correct_marks(setup: tuple[Store, Issuer, IndexSync]) -> None:
+def test_many_threads_get_their_own_correct_marks(setup: tuple[Store, Issuer, IndexFollower]) -> None:
     store, issuer, sync = setup
     results = _together([_command(f"r-{i}", i) for i in range(N)], issuer)
     serials = set()
@@ -90,7 +90,7 @@ def test_many_threads_get_their_own_correct_marks(setup: tuple[Store, Issuer, In
 
 
 def test_a_refusal_in_a_group_does_not_affect_the_others(
-    setup: tuple[Store, Issuer, IndexSync],
+    setup: tuple[Store, Issuer, IndexFollower],
 ) -> None:
     store, issuer, _ = setup
     # Started together, the calls share groups; whichever group they land in, only two fail.
@@ -110,7 +110,7 @@ def test_a_refusal_in_a_group_does_not_affect_the_others(
             assert store.mark_by_request_id(request_id) == outcome.mark  # type: ignore[attr-defined]
 
 
-def test_same_request_id_twice_in_one_group_is_one_mark(setup: tuple[Store, Issuer, IndexSync]) -> None:
+def test_same_request_id_twice_in_one_group_is_one_mark(setup: tuple[Store, Issuer, IndexFollower]) -> None:
     store, issuer, _ = setup
     results = _together([_command("dup", 5), _command("dup", 5), _command("other", 6)], issuer)
     issued = [r for r in results[:2]]
@@ -119,7 +119,7 @@ def test_same_request_id_twice_in_one_group_is_one_mark(setup: tuple[Store, Issu
     assert len(marks) == 1
     assert sorted(r.replayed for r in issued) == [False, True]  # type: ignore[attr-defined]
     # And once committed, a later retry replays it too.
-    again = issuer.issue_logged(_command("dup", 5))
+    again = issuer.issue(_command("dup", 5))
     assert again.replayed and again.mark.serial in marks and again.change_id is None
     # The replay is read back by the driver-level Issue path: the same record as first answered.
     first = next(r for r in issued if not r.replayed)  # type: ignore[attr-defined]
@@ -128,7 +128,7 @@ def test_same_request_id_twice_in_one_group_is_one_mark(setup: tuple[Store, Issu
     assert [c.vehicle.plate_number for c in store.changes_since(0)].count("闽C00005") == 2  # registry + issue
 
 
-def test_change_ids_are_contiguous_and_in_commit_order(setup: tuple[Store, Issuer, IndexSync]) -> None:
+def test_change_ids_are_contiguous_and_in_commit_order(setup: tuple[Store, Issuer, IndexFollower]) -> None:
     store, issuer, _ = setup
     before = max(c.change_id for c in store.changes_since(0))
     results = _together([_command(f"c-{i}", i) for i in range(N)], issuer)
@@ -141,9 +141,9 @@ def test_change_ids_are_contiguous_and_in_commit_order(setup: tuple[Store, Issue
     assert all(vehicle_of[c.change_id] == c.vehicle.vehicle_id for c in log)
 
 
-def test_concurrent_issues_for_one_vehicle_each_supersede_in_order(setup: tuple[Store, Issuer, IndexSync]) -> None:
+def test_concurrent_issues_for_one_vehicle_each_supersede_in_order(setup: tuple[Store, Issuer, IndexFollower]) -> None:
     _, issuer, sync = setup
-    issuer.issue_logged(_command("base", 7))
+    issuer.issue(_command("base", 7))
     results = _together([_command(f"copy-{i}", 7, cpb.ISSUE_REASON_REDOWNLOAD) for i in range(12)], issuer)
     assert all(not isinstance(r, BaseException) for r in results), results
     last = max(results, key=lambda r: r.change_id)  # type: ignore[attr-defined, union-attr]
@@ -178,8 +178,8 @@ def test_group_committer_answers_each_caller_and_passes_the_lead() -> None:
     assert sum(seen) == 20 and max(seen) <= 8 and len(seen) < 20  # batched, capped
 
 
-def test_issue_time_is_the_clock(setup: tuple[Store, Issuer, IndexSync], clock: MovableClock) -> None:
+def test_issue_time_is_the_clock(setup: tuple[Store, Issuer, IndexFollower], clock: MovableClock) -> None:
     _, issuer, _ = setup
-    issued = issuer.issue_logged(_command("t", 1))
+    issued = issuer.issue(_command("t", 1))
     assert issued.mark.issued_at == clock().replace(microsecond=0)
     assert china_date(issued.mark.issued_at) == china_date(clock())

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from conftest import MovableClock, start_server, vehicle
-from vimark.client.errors import KeyStoreError, RuleViolation
+from vimark.client.errors import FailedPrecondition, KeyStoreError
 from vimark.client.sdk import VimarkClient
 from vimark.server.keys import KeyDirectory
 from vimark.v1 import certificate_pb2 as cpb
@@ -77,7 +77,7 @@ def test_revoking_the_active_key_voids_its_marks_and_stops_issuance(
             KeyDirectory(keys_dir).revoke(1)
             wait_for_key(client, 1, pb.KEY_STATUS_REVOKED)
             assert client.verify(mark.qr_text).verdict == pb.VERDICT_REVOKED
-            with pytest.raises(RuleViolation) as refused:
+            with pytest.raises(FailedPrecondition) as refused:
                 client.issue(
                     request_id="b", plate_number="闽C12345", plate_type="02", reason=cpb.ISSUE_REASON_REDOWNLOAD
                 )

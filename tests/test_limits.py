@@ -21,8 +21,8 @@ from vimark.client.errors import ResourceExhausted
 from vimark.client.sdk import VimarkClient
 from vimark.server.app import MAX_MESSAGE_BYTES
 from vimark.server.auth import Caller
-from vimark.server.limits import Rate, RateLimiter
-from vimark.server.views import Role
+from vimark.server.limits import RateLimiter
+from vimark.server.policy import Rate, Role
 from vimark.v1 import certificate_pb2 as cpb
 from vimark.v1 import mark_service_pb2 as pb
 from vimark.v1 import mark_service_pb2_grpc as pb_grpc

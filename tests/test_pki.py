@@ -27,18 +27,19 @@ from google.protobuf import any_pb2, duration_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
-from vimark.client.cli import pki as pki_cli
 from vimark.client.cli.common import connect
-from vimark.client.cli.main import build_parser, main
-from vimark.client.errors import KeyStoreError, ResourceExhausted, Unauthenticated, VimarkError
+from vimark.client.cli.main import build_parser
+from vimark.client.errors import PkiError, ResourceExhausted, TlsFileError, Unauthenticated, VimarkError
 from vimark.client.sdk import VimarkClient, error_from_rpc, tls_credentials
 from vimark.server import pki
 from vimark.server.auth import CertificateAuth, caller_from_certificate, server_credentials
-from vimark.server.views import Role
+from vimark.server.cli import pki as pki_cli
+from vimark.server.cli.main import main
+from vimark.server.policy import Role
 
 WHO = "/vimark.test.Identity/Who"
 THROTTLED = "/vimark.test.Identity/Throttled"
-VIMARK = [sys.executable, "-m", "vimark.client.cli.main"]
+VIMARK = [sys.executable, "-m", "vimark.server.cli.main"]
 
 
 class IdentityServer:
@@ -331,13 +332,13 @@ def replace(path: Path, data: bytes) -> None:
 
 def test_a_bad_crl_at_start_is_an_error(tmp_path: Path, ca_dir: Path) -> None:
     (ca_dir / "crl.pem").write_bytes(b"not a crl")
-    with pytest.raises(KeyStoreError, match="is unreadable"):
+    with pytest.raises(TlsFileError, match="is unreadable"):
         CertificateAuth(ca_dir / "crl.pem")
     other = tmp_path / "other"
     pki.init(other)
-    with pytest.raises(KeyStoreError, match="is not signed by the client CA"):
+    with pytest.raises(TlsFileError, match="is not signed by the client CA"):
         CertificateAuth(other / "crl.pem", client_ca=ca_dir / "ca.pem")
-    with pytest.raises(KeyStoreError, match="cannot read the client CA"):
+    with pytest.raises(TlsFileError, match="cannot read the client CA"):
         CertificateAuth(tmp_path / "nowhere" / "crl.pem")
 
 
@@ -360,7 +361,7 @@ def test_keys_are_owner_only_and_the_ca_is_never_overwritten(ca_dir: Path) -> No
         assert stat.S_IMODE((ca_dir / name).stat().st_mode) == 0o600
         assert (ca_dir / name).read_text().startswith("-----BEGIN PRIVATE KEY-----")
     ca = (ca_dir / "ca.pem").read_bytes()
-    with pytest.raises(KeyStoreError, match="already holds a CA"):
+    with pytest.raises(PkiError, match="already holds a CA"):
         pki.init(ca_dir)
     assert (ca_dir / "ca.pem").read_bytes() == ca
 
@@ -386,22 +387,22 @@ def test_certificate_contents(ca_dir: Path) -> None:
 
 
 def test_issue_refuses_bad_names_and_live_duplicates(ca_dir: Path, tmp_path: Path) -> None:
-    with pytest.raises(KeyStoreError, match="unknown role 'admin'"):
+    with pytest.raises(PkiError, match="unknown role 'admin'"):
         pki.issue(ca_dir, "admin", "x")
     for bad in ("", "a/b", "../x", "x" * 65, "T 1", "终端"):
-        with pytest.raises(KeyStoreError, match="must be 1 to 64"):
+        with pytest.raises(PkiError, match="must be 1 to 64"):
             pki.issue(ca_dir, "police", bad)
-        with pytest.raises(KeyStoreError, match="must be 1 to 64"):
+        with pytest.raises(PkiError, match="must be 1 to 64"):
             pki.revoke(ca_dir, "police", bad)
     first = pki.issue(ca_dir, "police", "T-1")
-    with pytest.raises(KeyStoreError, match="already issued and not revoked"):
+    with pytest.raises(PkiError, match="already issued and not revoked"):
         pki.issue(ca_dir, "police", "T-1")
     pki.revoke(ca_dir, "police", "T-1")
     second = pki.issue(ca_dir, "police", "T-1")  # a revoked one may be replaced; its serial stays revoked
     assert second.serial != first.serial
-    with pytest.raises(KeyStoreError, match="no client certificate"):
+    with pytest.raises(PkiError, match="no client certificate"):
         pki.revoke(ca_dir, "public", "never-issued")
-    with pytest.raises(KeyStoreError, match="no CA in"):
+    with pytest.raises(PkiError, match="no CA in"):
         pki.issue(tmp_path / "empty", "police", "T-1")
 
 
@@ -486,4 +487,4 @@ def test_cli_pki_commands(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
 
 
 def test_cli_roles_are_the_role_enum() -> None:
-    assert pki_cli.ROLES == tuple(r.value for r in Role)
+    assert pki_cli.ROLE_NAMES == tuple(r.value for r in Role)

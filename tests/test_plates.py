@@ -10,7 +10,7 @@ import pytest
 from conftest import vehicle
 from vimark.client.domain import parse_plate_number
 from vimark.client.errors import InvalidArgument
-from vimark.server.service import parse_vehicle
+from vimark.server.registry import parse_vehicle
 
 ACCEPTED = [
     ("闽C12345", "ordinary: province, authority letter, 5 digits"),

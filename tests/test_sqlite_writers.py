@@ -10,7 +10,7 @@ import threading
 from pathlib import Path
 
 from conftest import vehicle
-from vimark.server.service import parse_vehicle
+from vimark.server.registry import parse_vehicle
 from vimark.server.store import Store
 
 HOLD_THE_TURN = """

@@ -7,7 +7,7 @@ from __future__ import annotations
 import re
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import grpc
@@ -15,72 +15,26 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from conftest import MovableClock, start_server, vehicle
-from ports import free_port
-from vimark.client.errors import PermissionDenied, ResourceExhausted, Unauthenticated, Unavailable, VimarkError
+from conftest import MovableClock, vehicle
+from tls_fixtures import PLATE, Connect
+from vimark.client.errors import (
+    InvalidArgument,
+    PermissionDenied,
+    ResourceExhausted,
+    Unauthenticated,
+    Unavailable,
+    VimarkError,
+)
 from vimark.client.sdk import VimarkClient, tls_credentials
 from vimark.server import pki
 from vimark.server.app import ServerConfig, TlsConfig, VimarkServer
-from vimark.server.limits import DEFAULT_RATES, Rate
+from vimark.server.policy import Role
 from vimark.server.store import Store
-from vimark.server.views import Role
 from vimark.v1 import certificate_pb2 as cpb
 from vimark.v1 import mark_service_pb2 as pb
 
-PLATE = {"plate_number": "闽C12345", "plate_type": "02"}
 SERVING = health_pb2.HealthCheckResponse.SERVING
 STREAMS = ServerConfig().max_workers // 4  # health-watch and reflection streams open at once
-CALLERS = {
-    Role.POLICE: "TX-0001",
-    Role.PUBLIC: "app-7",
-    Role.PARTNER: "insurer-3",
-    Role.ISSUER: "station-12",
-    Role.OPERATOR: "ops-1",
-}
-
-
-@pytest.fixture
-def pki_dir(tmp_path: Path) -> Path:
-    directory = tmp_path / "pki"
-    pki.init(directory)
-    for role, caller_id in CALLERS.items():
-        pki.issue(directory, role, caller_id)
-    pki.issue(directory, Role.POLICE, "TX-0002")
-    return directory
-
-
-@pytest.fixture
-def tls_server(sqlite_url: str, keys_dir: Path, clock: MovableClock, pki_dir: Path) -> Iterator[VimarkServer]:
-    rates = {**DEFAULT_RATES, Role.PUBLIC: Rate(0.5, 10)}
-    tls = TlsConfig(pki_dir / "server.pem", pki_dir / "server.key", pki_dir / "ca.pem")
-    server = start_server(sqlite_url, keys_dir, clock, tls=tls, rate_limits=rates, metrics_port=free_port())
-    yield server
-    server.stop(grace=1)
-
-
-Connect = Callable[..., VimarkClient]
-
-
-@pytest.fixture
-def connect(tls_server: VimarkServer, pki_dir: Path) -> Iterator[Connect]:
-    opened: list[VimarkClient] = []
-
-    def open_as(role: Role, caller_id: str | None = None) -> VimarkClient:
-        name = f"{role.value}-{caller_id or CALLERS[role]}"
-        credentials = tls_credentials(pki_dir / "ca.pem", pki_dir / f"{name}.pem", pki_dir / f"{name}.key")
-        client = VimarkClient(f"127.0.0.1:{tls_server.port}", timeout=10, credentials=credentials)
-        opened.append(client)
-        return client
-
-    yield open_as
-    for client in opened:
-        client.close()
-
-
-@pytest.fixture
-def mark(connect: Connect, tls_server: VimarkServer) -> pb.IssueResponse:
-    connect(Role.OPERATOR).upsert_vehicles([vehicle(registered_on="2026-11-02")])
-    return connect(Role.ISSUER).issue(request_id="reg-1", reason=cpb.ISSUE_REASON_REGISTRATION, **PLATE)
 
 
 # Who may call what, as the issue states it (Present: the systems that act for the owner).
@@ -94,6 +48,8 @@ EXPECTED = {
     "upsert_vehicles": {Role.OPERATOR},
     "set_status": {Role.OPERATOR},
     "revoke_mark": {Role.OPERATOR},
+    "describe_mark": {Role.ISSUER, Role.OPERATOR},
+    "list_audit_events": {Role.OPERATOR},
 }
 
 
@@ -108,6 +64,8 @@ def call(client: VimarkClient, rpc: str, mark: pb.IssueResponse) -> object:
         "upsert_vehicles": lambda: client.upsert_vehicles([vehicle(registered_on="2026-11-02")]),
         "set_status": lambda: client.set_status(**PLATE, status_codes="A"),
         "revoke_mark": lambda: client.revoke_mark(10**15, "no such mark"),
+        "describe_mark": lambda: client.describe_mark(mark.qr_text),
+        "list_audit_events": lambda: client.list_audit_events(page_size=1),
     }
     return calls[rpc]()
 
@@ -131,9 +89,26 @@ def test_each_rpc_admits_exactly_its_roles(role: Role, connect: Connect, mark: p
 def test_police_see_full_status(connect: Connect, mark: pb.IssueResponse) -> None:
     seen = connect(Role.POLICE).verify(mark.qr_text)
     assert seen.verdict == pb.VERDICT_VALID and seen.vin and seen.serial == mark.serial
-    assert [s.code for s in seen.status_codes] == ["A"] and seen.current_serial == mark.serial
+    assert seen.status_codes == "A" and seen.current_serial == mark.serial
     looked = connect(Role.POLICE).lookup(**PLATE)
-    assert looked.vin and [s.code for s in looked.status_codes] == ["A"]
+    assert looked.vin and looked.status_codes == "A"
+
+
+def test_describing_a_mark_to_print_it_is_not_a_verification(connect: Connect, mark: pb.IssueResponse) -> None:
+    """`vimark render x.pdf` asks DescribeMark for the plate and month: nothing is judged, so no
+    verdict is counted and nothing is audited; a text that is not an authentic mark is refused."""
+    issuer = connect(Role.ISSUER)
+    described = issuer.describe_mark(mark.qr_text)
+    assert (described.plate_number, described.plate_type, described.valid_until, described.serial) == (
+        mark.plate_number,
+        mark.plate_type,
+        mark.valid_until,
+        mark.serial,
+    )
+    forged = mark.qr_text[:-3] + ("AAA" if not mark.qr_text.endswith("AAA") else "BBB")
+    with pytest.raises(InvalidArgument) as refused:
+        issuer.describe_mark(forged)
+    assert refused.value.field == "qr_text" and "not an authentic vimark mark" in refused.value.message
 
 
 def test_partner_sees_validity_but_no_status_codes(connect: Connect, mark: pb.IssueResponse) -> None:
@@ -152,7 +127,7 @@ def test_partner_sees_validity_but_no_status_codes(connect: Connect, mark: pb.Is
 def test_public_sees_valid_plate_and_month_only(connect: Connect, mark: pb.IssueResponse) -> None:
     seen = connect(Role.PUBLIC).verify(mark.qr_text)
     assert (seen.verdict, seen.plate_number, seen.valid_until) == (pb.VERDICT_VALID, "闽C12345", "2028-11")
-    assert not seen.HasField("issued_time")
+    assert not seen.HasField("issue_time")
     for absent in ("serial", "vin", "status_codes", "current_serial", "key_id", "within_validity", "presentation"):
         assert not getattr(seen, absent), absent
 

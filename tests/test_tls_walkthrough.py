@@ -188,7 +188,7 @@ def test_walkthrough_over_tls_with_role_certificates(served: TlsServed) -> None:
         "  status A 正常 normal",
     ]
     assert full["vin"] == "LSVAB2BJ5KN000001" and full["current_serial"] == serial and full["within_validity"]
-    assert full["status_codes"] == [{"code": "A", "name": "正常 normal"}]
+    assert full["status_codes"] == "A"
 
     # The same picture in the public app: VALID or NOT_VALID, the plate and the month, nothing else.
     assert public.returncode == 0, public.stderr
@@ -199,7 +199,7 @@ def test_walkthrough_over_tls_with_role_certificates(served: TlsServed) -> None:
         "02",
         month,
     )
-    assert "issued_time" not in seen
+    assert "issue_time" not in seen
     for absent in ("serial", "vin", "within_validity", "status_codes", "key_id", "current_serial", "police_alert"):
         assert not seen[absent], absent
     assert (seen["presentation"], seen["reason"]) == ("PRESENTATION_UNSPECIFIED", "ISSUE_REASON_UNSPECIFIED")
@@ -251,7 +251,7 @@ def test_walkthrough_over_tls_with_role_certificates(served: TlsServed) -> None:
     # The audit log: every police and partner query; not the public's, not the refused ones.
     deadline = time.monotonic() + 10  # the server writes the audit log in batches every 0.2 s
     while True:
-        audit = served.run("audit", "--db", "sqlite:///vimark.db", "--json")
+        audit = served.as_role(OPERATOR, "audit", "--json")
         assert audit.returncode == 0, audit.stderr
         events = [json.loads(line) for line in audit.stdout.splitlines()]
         if len(events) >= 6 or time.monotonic() > deadline:
@@ -271,6 +271,9 @@ def test_walkthrough_over_tls_with_role_certificates(served: TlsServed) -> None:
     ]
     assert {(e["plate_number"], e["plate_type"], e["serial"]) for e in events} == {("闽C12345", "02", serial)}
     assert all(dt.datetime.fromisoformat(e["at"]).tzinfo is not None for e in events)
+    # Only an operator reads it: the police terminal that was audited may not.
+    refused = served.as_role(PARTNER, "audit", "--json")
+    assert refused.returncode == 2 and "[PERMISSION_DENIED]" in refused.stderr, refused.stderr
 
 
 def test_pdf_copy_over_tls(served: TlsServed) -> None:

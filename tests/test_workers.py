@@ -22,7 +22,7 @@ from test_server_lifecycle import health
 
 from conftest import MovableClock
 from ports import free_port
-from vimark.client.errors import RuleViolation
+from vimark.client.errors import FailedPrecondition
 from vimark.client.sdk import VimarkClient
 from vimark.server.app import ServerConfig, VimarkServer
 from vimark.server.workers import SharedReadiness
@@ -203,7 +203,7 @@ def issue_demo_mark(workers: Workers, request_id: str, timeout: float = 10) -> p
                     plate_type="02",
                     reason=certificate_pb2.ISSUE_REASON_REDOWNLOAD,
                 )
-            except RuleViolation as exc:
+            except FailedPrecondition as exc:
                 assert exc.reason == "NO_ACTIVE_KEY" and time.monotonic() < deadline, exc
                 time.sleep(0.1)
 

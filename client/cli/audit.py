@@ -1,42 +1,41 @@
 """vimark audit: read the audit log (who verified or looked up which plate, when, the answer).
 
-Reads the database directly (an operator's tool on the server side), without migrating it.
+An operator's command: it asks the server's AuditService over TLS with an operator certificate,
+page by page, and never touches the database.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from vimark.client.cli.common import dump
-from vimark.client.errors import InvalidArgument
+from vimark.client.cli.common import add_client_flags, connect, dump
+from vimark.v1 import audit_service_pb2 as apb
 
-if TYPE_CHECKING:
-    from vimark.server.records import AuditEvent
+PAGE = 500  # events asked for per call
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = commands.add_parser("audit", help="read the audit log of verifications and lookups (police, partners)")
-    p.add_argument(
-        "--db", required=True, metavar="URL", help="the server's database: sqlite:///FILE or postgresql+psycopg://..."
+    p = commands.add_parser(
+        "audit", help="read the audit log of verifications and lookups (police, partners); operators only"
     )
     p.add_argument("--plate-number", metavar="PLATE", help="only events about this plate number")
     p.add_argument("--caller", metavar="ID", help="only events of this caller (terminal or partner id)")
     p.add_argument(
         "--since",
-        type=since_time,
+        type=point_in_time,
         metavar="WHEN",
         help="only events at or after this date (2026-11-25) or ISO 8601 time (2026-11-25T10:00+08:00);"
         " without a zone, local time",
     )
+    p.add_argument("--until", type=point_in_time, metavar="WHEN", help="only events before this date or time")
     p.add_argument("--limit", type=positive_int, default=1000, metavar="N", help="at most N events (default 1000)")
-    p.add_argument("--json", action="store_true", help="print one JSON object per event, one per line")
+    add_client_flags(p)
     p.set_defaults(func=show)
 
 
-def since_time(text: str) -> dt.datetime:
+def point_in_time(text: str) -> dt.datetime:
     """argparse type: a date or an ISO 8601 date-time; without a zone it is local time."""
     try:
         value = dt.datetime.fromisoformat(text.strip())
@@ -54,9 +53,10 @@ def positive_int(text: str) -> int:
     return value
 
 
-def as_json(event: AuditEvent) -> dict[str, Any]:
+def as_json(event: apb.AuditEvent) -> dict[str, Any]:
     return {
-        "at": event.at.isoformat(),
+        "event_id": event.event_id,
+        "at": event.event_time.ToDatetime(dt.UTC).isoformat(),
         "caller_id": event.caller_id,
         "role": event.role,
         "rpc": event.rpc,
@@ -67,28 +67,26 @@ def as_json(event: AuditEvent) -> dict[str, Any]:
     }
 
 
-def as_line(event: AuditEvent) -> str:
-    when = event.at.astimezone().isoformat(sep=" ", timespec="milliseconds")
+def as_line(event: apb.AuditEvent) -> str:
+    when = event.event_time.ToDatetime(dt.UTC).astimezone().isoformat(sep=" ", timespec="milliseconds")
     plate = f"{event.plate_number} ({event.plate_type})" if event.plate_number else "-"
     serial = f"serial {event.serial}" if event.serial else ""
     return f"{when}  {event.role:<8} {event.caller_id:<20} {event.rpc:<20} {plate:<16} {event.verdict:<26} {serial}"
 
 
 def show(args: argparse.Namespace) -> int:
-    from vimark.server.store import Store  # the server side; only this command needs it
-
-    url: str = args.db
-    if url.startswith("sqlite:///") and url != "sqlite:///:memory:":
-        path = Path(url.removeprefix("sqlite:///").split("?", 1)[0])
-        if not path.is_file():  # SQLite would create an empty database; say what is wrong instead
-            raise InvalidArgument("db", f"no database file {path}")
-    store = Store(url, migrate=False)
-    try:
-        events = store.audit_events(
-            plate_number=args.plate_number, caller_id=args.caller, since=args.since, limit=args.limit
+    shown = 0
+    with connect(args) as client:
+        events = client.audit_events(
+            page_size=min(PAGE, args.limit),
+            plate_number=args.plate_number or "",
+            caller_id=args.caller or "",
+            start_time=args.since,
+            end_time=args.until,
         )
-    finally:
-        store.close()
-    for event in events:
-        print(dump(as_json(event)) if args.json else as_line(event))
+        for event in events:
+            print(dump(as_json(event)) if args.json else as_line(event))
+            shown += 1
+            if shown >= args.limit:
+                break
     return 0

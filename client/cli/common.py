@@ -11,7 +11,7 @@ from typing import Any
 
 from google.protobuf.message import Message
 
-from vimark.client.errors import VimarkError
+from vimark.client.errors import TlsFileError
 from vimark.client.sdk import DEFAULT_SERVER, VimarkClient, tls_credentials, to_json_dict
 
 TLS_FLAGS = (("ca", "VIMARK_CA"), ("cert", "VIMARK_CERT"), ("key", "VIMARK_KEY"))
@@ -57,8 +57,8 @@ def connect(args: argparse.Namespace) -> VimarkClient:
         return VimarkClient(args.server, timeout=args.timeout)
     if len(given) != len(TLS_FLAGS):
         missing = [f"--{flag} (or {env})" for flag, env in TLS_FLAGS if flag not in given]
-        raise VimarkError(
-            f"TLS needs --ca, --cert and --key together; missing {', '.join(missing)}", reason="TLS_FILES"
+        raise TlsFileError(
+            f"TLS needs --ca, --cert and --key together; missing {', '.join(missing)}"
         )
     return VimarkClient(args.server, timeout=args.timeout, credentials=tls_credentials(args.ca, args.cert, args.key))
 

@@ -1,4 +1,6 @@
-"""The `vimark` command: one entry point, one small module per command group.
+"""The client's commands (issue, verify, lookup, present, render, vehicles, audit): one small
+module per command group. This `main` is a terminal-only install's command line; the full `vimark`
+command (vimark.server.cli.main) adds the server-side groups (serve, keys, pki).
 
 Exit status: 0 success (for verify: the mark is VALID), 1 verify answered another verdict,
 2 an error (bad input, refused, unreachable), printed as one line on stderr.
@@ -9,19 +11,20 @@ from __future__ import annotations
 import argparse
 import re
 import sys
+from collections.abc import Callable, Sequence
 
-from vimark.client.cli import audit, marks, pki, serve, vehicles
+from vimark.client.cli import audit, marks, vehicles
 from vimark.client.errors import InvalidArgument, VimarkError
 
+Register = Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], None]
+CLIENT_COMMANDS: tuple[Register, ...] = (marks.register, vehicles.register, audit.register)
 
-def build_parser() -> argparse.ArgumentParser:
+
+def build_parser(groups: Sequence[Register] = CLIENT_COMMANDS) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vimark", description="Electronic motor-vehicle inspection marks.")
     commands = parser.add_subparsers(dest="command", required=True)
-    serve.register(commands)
-    marks.register(commands)
-    vehicles.register(commands)
-    audit.register(commands)
-    pki.register(commands)
+    for register in groups:
+        register(commands)
     return parser
 
 
@@ -50,11 +53,12 @@ def check_arguments(argv: list[str]) -> None:
         raise InvalidArgument(name, f"{raw} is not valid {encoding.upper()} text")
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, groups: Sequence[Register] = CLIENT_COMMANDS) -> int:
+    """Run one command; every VimarkError becomes one line on stderr and exit status 2, here only."""
     argv = sys.argv[1:] if argv is None else argv
     try:
         check_arguments(argv)
-        args = build_parser().parse_args(argv)
+        args = build_parser(groups).parse_args(argv)
         return int(args.func(args))
     except VimarkError as exc:
         print(f"vimark: {exc.message} [{exc.reason}]", file=sys.stderr)

@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from vimark.client.cli.common import add_client_flags, connect, dump, emit
+from vimark.client.domain import STATUS_CODES
 from vimark.client.errors import InvalidArgument
 from vimark.v1 import certificate_pb2
 from vimark.v1 import mark_service_pb2 as pb
@@ -103,7 +104,7 @@ def describe_verification(r: pb.VerifyResponse) -> str:
 
 def standing_lines(r: pb.VerifyResponse | pb.LookupVehicleStatusResponse) -> list[str]:
     """Status letters, overdue cycles and alerts: what police see in both Verify and Lookup."""
-    lines = [f"  status {s.code} {s.name}" for s in r.status_codes]
+    lines = [f"  status {c} {STATUS_CODES[c].name_zh} {STATUS_CODES[c].name_en}" for c in r.status_codes]
     if r.overdue_cycles:
         plural = "s" if r.overdue_cycles > 1 else ""
         scrapping = " - due for compulsory scrapping" if r.scrapping_due else ""
@@ -146,14 +147,16 @@ def render(args: argparse.Namespace) -> int:
 
     fields: dict[str, str | int] = {}
     if args.out.suffix.lower() == ".pdf":
-        # The page shows the plate and month; the sealed QR hides them, so ask the server.
+        # The page shows the plate and month; the sealed QR hides them, so ask the server (a
+        # description, not a verification: no scan happened, so nothing is audited).
         with connect(args) as client:
-            r = client.verify(args.qr_text)
-        if not r.plate_number:
-            raise InvalidArgument("qr_text", f"not an authentic mark ({pb.Verdict.Name(r.verdict)}): nothing to print")
-        fields = {"plate_number": r.plate_number, "plate_type": r.plate_type, "valid_until": r.valid_until}
-        if r.serial:
-            fields["serial"] = r.serial
+            r = client.describe_mark(args.qr_text)
+        fields = {
+            "plate_number": r.plate_number,
+            "plate_type": r.plate_type,
+            "valid_until": r.valid_until,
+            "serial": r.serial,
+        }
     draw(args.qr_text, args.out, **fields)  # type: ignore[arg-type]
     print(dump({"out": str(args.out)}) if args.json else f"wrote {args.out}")
     return 0

@@ -26,47 +26,53 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from vimark.v1 import certificate_pb2 as vimark_dot_v1_dot_certificate__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cvimark/v1/mark_service.proto\x12\tvimark.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1bvimark/v1/certificate.proto\"(\n\nStatusCode\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\"\xab\x01\n\x0cIssueRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x14\n\x0cplate_number\x18\x02 \x01(\t\x12\x12\n\nplate_type\x18\x03 \x01(\t\x12\x0b\n\x03vin\x18\x04 \x01(\t\x12&\n\x06reason\x18\x05 \x01(\x0e\x32\x16.vimark.v1.IssueReason\x12\x14\n\x0cinspected_on\x18\x06 \x01(\t\x12\x12\n\nstation_id\x18\x07 \x01(\t\"\xf7\x01\n\rIssueResponse\x12\x0e\n\x06serial\x18\x01 \x01(\x04\x12\x0f\n\x07qr_text\x18\x02 \x01(\t\x12\x14\n\x0cplate_number\x18\x03 \x01(\t\x12\x12\n\nplate_type\x18\x04 \x01(\t\x12\x0b\n\x03vin\x18\x05 \x01(\t\x12\x13\n\x0bvalid_until\x18\x06 \x01(\t\x12/\n\x0bissued_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12&\n\x06reason\x18\x08 \x01(\x0e\x32\x16.vimark.v1.IssueReason\x12\x0e\n\x06key_id\x18\t \x01(\r\x12\x10\n\x08replayed\x18\n \x01(\x08\"1\n\rVerifyRequest\x12\x0f\n\x07qr_text\x18\x01 \x01(\t\x12\x0f\n\x07\x61t_date\x18\x02 \x01(\t\"\xfe\x03\n\x0eVerifyResponse\x12#\n\x07verdict\x18\x01 \x01(\x0e\x32\x12.vimark.v1.Verdict\x12\x13\n\x0b\x65xplanation\x18\x02 \x01(\t\x12\x0e\n\x06serial\x18\x03 \x01(\x04\x12\x14\n\x0cplate_number\x18\x04 \x01(\t\x12\x12\n\nplate_type\x18\x05 \x01(\t\x12\x0b\n\x03vin\x18\x06 \x01(\t\x12\x13\n\x0bvalid_until\x18\x07 \x01(\t\x12\x17\n\x0fwithin_validity\x18\x08 \x01(\x08\x12+\n\x0cstatus_codes\x18\t \x03(\x0b\x32\x15.vimark.v1.StatusCode\x12-\n\x0cpresentation\x18\n \x01(\x0e\x32\x17.vimark.v1.Presentation\x12/\n\x0bissued_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12&\n\x06reason\x18\x0c \x01(\x0e\x32\x16.vimark.v1.IssueReason\x12\x0e\n\x06key_id\x18\r \x01(\r\x12\x16\n\x0e\x63urrent_serial\x18\x0e \x01(\x04\x12\x1b\n\x13\x63urrent_valid_until\x18\x0f \x01(\t\x12\x16\n\x0eoverdue_cycles\x18\x10 \x01(\r\x12\x15\n\rscrapping_due\x18\x11 \x01(\x08\x12\x14\n\x0cpolice_alert\x18\x12 \x01(\x08\"7\n\x12VerifyBatchRequest\x12\x10\n\x08qr_texts\x18\x01 \x03(\t\x12\x0f\n\x07\x61t_date\x18\x02 \x01(\t\"A\n\x13VerifyBatchResponse\x12*\n\x07results\x18\x01 \x03(\x0b\x32\x19.vimark.v1.VerifyResponse\"d\n\x1aLookupVehicleStatusRequest\x12\x14\n\x0cplate_number\x18\x01 \x01(\t\x12\x12\n\nplate_type\x18\x02 \x01(\t\x12\x0b\n\x03vin\x18\x03 \x01(\t\x12\x0f\n\x07\x61t_date\x18\x04 \x01(\t\"\x9d\x02\n\x1bLookupVehicleStatusResponse\x12\x14\n\x0cplate_number\x18\x01 \x01(\t\x12\x12\n\nplate_type\x18\x02 \x01(\t\x12\x0b\n\x03vin\x18\x03 \x01(\t\x12\x13\n\x0bvalid_until\x18\x04 \x01(\t\x12\x17\n\x0fwithin_validity\x18\x05 \x01(\x08\x12+\n\x0cstatus_codes\x18\x06 \x03(\x0b\x32\x15.vimark.v1.StatusCode\x12\x16\n\x0e\x63urrent_serial\x18\x07 \x01(\x04\x12\x16\n\x0eoverdue_cycles\x18\x08 \x01(\r\x12\x15\n\rscrapping_due\x18\t \x01(\x08\x12\x0f\n\x07\x62locked\x18\n \x01(\x08\x12\x14\n\x0cpolice_alert\x18\x0b \x01(\x08\":\n\x0ePresentRequest\x12\x14\n\x0cplate_number\x18\x01 \x01(\t\x12\x12\n\nplate_type\x18\x02 \x01(\t\"\xb3\x01\n\x0fPresentResponse\x12\x14\n\x0clive_qr_text\x18\x01 \x01(\t\x12\x34\n\x10live_expire_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x18\n\x10\x64ownload_qr_text\x18\x03 \x01(\t\x12\x15\n\rprint_qr_text\x18\x04 \x01(\t\x12\x0e\n\x06serial\x18\x05 \x01(\x04\x12\x13\n\x0bvalid_until\x18\x06 \x01(\t\"\x15\n\x13GetTrustListRequest\"\xd4\x01\n\nTrustedKey\x12\x0e\n\x06key_id\x18\x01 \x01(\r\x12\x11\n\talgorithm\x18\x02 \x01(\t\x12\x12\n\npublic_key\x18\x03 \x01(\x0c\x12\x33\n\x0fvalid_from_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x34\n\x10valid_until_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12$\n\x06status\x18\x06 \x01(\x0e\x32\x14.vimark.v1.KeyStatus\">\n\x07SealKey\x12\x13\n\x0bseal_key_id\x18\x01 \x01(\r\x12\x11\n\talgorithm\x18\x02 \x01(\t\x12\x0b\n\x03key\x18\x03 \x01(\x0c\"\x96\x01\n\x14GetTrustListResponse\x12#\n\x04keys\x18\x01 \x03(\x0b\x32\x15.vimark.v1.TrustedKey\x12%\n\tseal_keys\x18\x02 \x03(\x0b\x32\x12.vimark.v1.SealKey\x12\x32\n\x0egenerated_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp*\xd4\x02\n\x07Verdict\x12\x17\n\x13VERDICT_UNSPECIFIED\x10\x00\x12\x11\n\rVERDICT_VALID\x10\x01\x12\x1e\n\x1aVERDICT_INSPECTION_EXPIRED\x10\x02\x12\x16\n\x12VERDICT_SUPERSEDED\x10\x03\x12\x13\n\x0fVERDICT_REVOKED\x10\x04\x12\x1b\n\x17VERDICT_VEHICLE_BLOCKED\x10\x05\x12\x12\n\x0eVERDICT_FORGED\x10\x06\x12\x17\n\x13VERDICT_UNKNOWN_KEY\x10\x07\x12\x15\n\x11VERDICT_MALFORMED\x10\x08\x12 \n\x1cVERDICT_PRESENTATION_EXPIRED\x10\t\x12\x1b\n\x17VERDICT_UNKNOWN_VEHICLE\x10\n\x12\x15\n\x11VERDICT_NOT_VALID\x10\x0b\x12\x19\n\x15VERDICT_NOT_YET_VALID\x10\x0c*n\n\tKeyStatus\x12\x1a\n\x16KEY_STATUS_UNSPECIFIED\x10\x00\x12\x15\n\x11KEY_STATUS_ACTIVE\x10\x01\x12\x16\n\x12KEY_STATUS_RETIRED\x10\x02\x12\x16\n\x12KEY_STATUS_REVOKED\x10\x03\x32\xcf\x03\n\x0bMarkService\x12:\n\x05Issue\x12\x17.vimark.v1.IssueRequest\x1a\x18.vimark.v1.IssueResponse\x12=\n\x06Verify\x12\x18.vimark.v1.VerifyRequest\x1a\x19.vimark.v1.VerifyResponse\x12L\n\x0bVerifyBatch\x12\x1d.vimark.v1.VerifyBatchRequest\x1a\x1e.vimark.v1.VerifyBatchResponse\x12\x64\n\x13LookupVehicleStatus\x12%.vimark.v1.LookupVehicleStatusRequest\x1a&.vimark.v1.LookupVehicleStatusResponse\x12@\n\x07Present\x12\x19.vimark.v1.PresentRequest\x1a\x1a.vimark.v1.PresentResponse\x12O\n\x0cGetTrustList\x12\x1e.vimark.v1.GetTrustListRequest\x1a\x1f.vimark.v1.GetTrustListResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cvimark/v1/mark_service.proto\x12\tvimark.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1bvimark/v1/certificate.proto\"\xab\x01\n\x0cIssueRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x14\n\x0cplate_number\x18\x02 \x01(\t\x12\x12\n\nplate_type\x18\x03 \x01(\t\x12\x0b\n\x03vin\x18\x04 \x01(\t\x12&\n\x06reason\x18\x05 \x01(\x0e\x32\x16.vimark.v1.IssueReason\x12\x14\n\x0cinspected_on\x18\x06 \x01(\t\x12\x12\n\nstation_id\x18\x07 \x01(\t\"\xf6\x01\n\rIssueResponse\x12\x0e\n\x06serial\x18\x01 \x01(\x04\x12\x0f\n\x07qr_text\x18\x02 \x01(\t\x12\x14\n\x0cplate_number\x18\x03 \x01(\t\x12\x12\n\nplate_type\x18\x04 \x01(\t\x12\x0b\n\x03vin\x18\x05 \x01(\t\x12\x13\n\x0bvalid_until\x18\x06 \x01(\t\x12.\n\nissue_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12&\n\x06reason\x18\x08 \x01(\x0e\x32\x16.vimark.v1.IssueReason\x12\x0e\n\x06key_id\x18\t \x01(\r\x12\x10\n\x08replayed\x18\n \x01(\x08\"1\n\rVerifyRequest\x12\x0f\n\x07qr_text\x18\x01 \x01(\t\x12\x0f\n\x07\x61t_date\x18\x02 \x01(\t\"\xec\x03\n\x0eVerifyResponse\x12#\n\x07verdict\x18\x01 \x01(\x0e\x32\x12.vimark.v1.Verdict\x12\x13\n\x0b\x65xplanation\x18\x02 \x01(\t\x12\x0e\n\x06serial\x18\x03 \x01(\x04\x12\x14\n\x0cplate_number\x18\x04 \x01(\t\x12\x12\n\nplate_type\x18\x05 \x01(\t\x12\x0b\n\x03vin\x18\x06 \x01(\t\x12\x13\n\x0bvalid_until\x18\x07 \x01(\t\x12\x17\n\x0fwithin_validity\x18\x08 \x01(\x08\x12\x14\n\x0cstatus_codes\x18\x13 \x01(\t\x12-\n\x0cpresentation\x18\n \x01(\x0e\x32\x17.vimark.v1.Presentation\x12.\n\nissue_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12&\n\x06reason\x18\x0c \x01(\x0e\x32\x16.vimark.v1.IssueReason\x12\x0e\n\x06key_id\x18\r \x01(\r\x12\x16\n\x0e\x63urrent_serial\x18\x0e \x01(\x04\x12\x1b\n\x13\x63urrent_valid_until\x18\x0f \x01(\t\x12\x16\n\x0eoverdue_cycles\x18\x10 \x01(\r\x12\x15\n\rscrapping_due\x18\x11 \x01(\x08\x12\x14\n\x0cpolice_alert\x18\x12 \x01(\x08J\x04\x08\t\x10\n\"7\n\x12VerifyBatchRequest\x12\x10\n\x08qr_texts\x18\x01 \x03(\t\x12\x0f\n\x07\x61t_date\x18\x02 \x01(\t\"A\n\x13VerifyBatchResponse\x12*\n\x07results\x18\x01 \x03(\x0b\x32\x19.vimark.v1.VerifyResponse\"d\n\x1aLookupVehicleStatusRequest\x12\x14\n\x0cplate_number\x18\x01 \x01(\t\x12\x12\n\nplate_type\x18\x02 \x01(\t\x12\x0b\n\x03vin\x18\x03 \x01(\t\x12\x0f\n\x07\x61t_date\x18\x04 \x01(\t\"\x8c\x02\n\x1bLookupVehicleStatusResponse\x12\x14\n\x0cplate_number\x18\x01 \x01(\t\x12\x12\n\nplate_type\x18\x02 \x01(\t\x12\x0b\n\x03vin\x18\x03 \x01(\t\x12\x13\n\x0bvalid_until\x18\x04 \x01(\t\x12\x17\n\x0fwithin_validity\x18\x05 \x01(\x08\x12\x14\n\x0cstatus_codes\x18\x0c \x01(\t\x12\x16\n\x0e\x63urrent_serial\x18\x07 \x01(\x04\x12\x16\n\x0eoverdue_cycles\x18\x08 \x01(\r\x12\x15\n\rscrapping_due\x18\t \x01(\x08\x12\x0f\n\x07\x62locked\x18\n \x01(\x08\x12\x14\n\x0cpolice_alert\x18\x0b \x01(\x08J\x04\x08\x06\x10\x07\":\n\x0ePresentRequest\x12\x14\n\x0cplate_number\x18\x01 \x01(\t\x12\x12\n\nplate_type\x18\x02 \x01(\t\"\xb3\x01\n\x0fPresentResponse\x12\x14\n\x0clive_qr_text\x18\x01 \x01(\t\x12\x34\n\x10live_expire_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x18\n\x10\x64ownload_qr_text\x18\x03 \x01(\t\x12\x15\n\rprint_qr_text\x18\x04 \x01(\t\x12\x0e\n\x06serial\x18\x05 \x01(\x04\x12\x13\n\x0bvalid_until\x18\x06 \x01(\t\"\x15\n\x13GetTrustListRequest\"\xc7\x01\n\nTrustedKey\x12\x0e\n\x06key_id\x18\x01 \x01(\r\x12\x11\n\talgorithm\x18\x02 \x01(\t\x12\x12\n\npublic_key\x18\x03 \x01(\x0c\x12.\n\nstart_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12$\n\x06status\x18\x06 \x01(\x0e\x32\x14.vimark.v1.KeyStatus\">\n\x07SealKey\x12\x13\n\x0bseal_key_id\x18\x01 \x01(\r\x12\x11\n\talgorithm\x18\x02 \x01(\t\x12\x0b\n\x03key\x18\x03 \x01(\x0c\"\x95\x01\n\x14GetTrustListResponse\x12#\n\x04keys\x18\x01 \x03(\x0b\x32\x15.vimark.v1.TrustedKey\x12%\n\tseal_keys\x18\x02 \x03(\x0b\x32\x12.vimark.v1.SealKey\x12\x31\n\rgenerate_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"&\n\x13\x44\x65scribeMarkRequest\x12\x0f\n\x07qr_text\x18\x01 \x01(\t\"e\n\x14\x44\x65scribeMarkResponse\x12\x0e\n\x06serial\x18\x01 \x01(\x04\x12\x14\n\x0cplate_number\x18\x02 \x01(\t\x12\x12\n\nplate_type\x18\x03 \x01(\t\x12\x13\n\x0bvalid_until\x18\x04 \x01(\t\"3\n\x11RevokeMarkRequest\x12\x0e\n\x06serial\x18\x01 \x01(\x04\x12\x0e\n\x06reason\x18\x02 \x01(\t\"$\n\x12RevokeMarkResponse\x12\x0e\n\x06serial\x18\x01 \x01(\x04*\xd4\x02\n\x07Verdict\x12\x17\n\x13VERDICT_UNSPECIFIED\x10\x00\x12\x11\n\rVERDICT_VALID\x10\x01\x12\x1e\n\x1aVERDICT_INSPECTION_EXPIRED\x10\x02\x12\x16\n\x12VERDICT_SUPERSEDED\x10\x03\x12\x13\n\x0fVERDICT_REVOKED\x10\x04\x12\x1b\n\x17VERDICT_VEHICLE_BLOCKED\x10\x05\x12\x12\n\x0eVERDICT_FORGED\x10\x06\x12\x17\n\x13VERDICT_UNKNOWN_KEY\x10\x07\x12\x15\n\x11VERDICT_MALFORMED\x10\x08\x12 \n\x1cVERDICT_PRESENTATION_EXPIRED\x10\t\x12\x1b\n\x17VERDICT_UNKNOWN_VEHICLE\x10\n\x12\x15\n\x11VERDICT_NOT_VALID\x10\x0b\x12\x19\n\x15VERDICT_NOT_YET_VALID\x10\x0c*n\n\tKeyStatus\x12\x1a\n\x16KEY_STATUS_UNSPECIFIED\x10\x00\x12\x15\n\x11KEY_STATUS_ACTIVE\x10\x01\x12\x16\n\x12KEY_STATUS_RETIRED\x10\x02\x12\x16\n\x12KEY_STATUS_REVOKED\x10\x03\x32\xeb\x04\n\x0bMarkService\x12:\n\x05Issue\x12\x17.vimark.v1.IssueRequest\x1a\x18.vimark.v1.IssueResponse\x12=\n\x06Verify\x12\x18.vimark.v1.VerifyRequest\x1a\x19.vimark.v1.VerifyResponse\x12L\n\x0bVerifyBatch\x12\x1d.vimark.v1.VerifyBatchRequest\x1a\x1e.vimark.v1.VerifyBatchResponse\x12\x64\n\x13LookupVehicleStatus\x12%.vimark.v1.LookupVehicleStatusRequest\x1a&.vimark.v1.LookupVehicleStatusResponse\x12@\n\x07Present\x12\x19.vimark.v1.PresentRequest\x1a\x1a.vimark.v1.PresentResponse\x12O\n\x0cGetTrustList\x12\x1e.vimark.v1.GetTrustListRequest\x1a\x1f.vimark.v1.GetTrustListResponse\x12O\n\x0c\x44\x65scribeMark\x12\x1e.vimark.v1.DescribeMarkRequest\x1a\x1f.vimark.v1.DescribeMarkResponse\x12I\n\nRevokeMark\x12\x1c.vimark.v1.RevokeMarkRequest\x1a\x1d.vimark.v1.RevokeMarkResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'vimark.v1.mark_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_VERDICT']._serialized_start=2347
-  _globals['_VERDICT']._serialized_end=2687
-  _globals['_KEYSTATUS']._serialized_start=2689
-  _globals['_KEYSTATUS']._serialized_end=2799
-  _globals['_STATUSCODE']._serialized_start=105
-  _globals['_STATUSCODE']._serialized_end=145
-  _globals['_ISSUEREQUEST']._serialized_start=148
-  _globals['_ISSUEREQUEST']._serialized_end=319
-  _globals['_ISSUERESPONSE']._serialized_start=322
-  _globals['_ISSUERESPONSE']._serialized_end=569
-  _globals['_VERIFYREQUEST']._serialized_start=571
-  _globals['_VERIFYREQUEST']._serialized_end=620
-  _globals['_VERIFYRESPONSE']._serialized_start=623
-  _globals['_VERIFYRESPONSE']._serialized_end=1133
-  _globals['_VERIFYBATCHREQUEST']._serialized_start=1135
-  _globals['_VERIFYBATCHREQUEST']._serialized_end=1190
-  _globals['_VERIFYBATCHRESPONSE']._serialized_start=1192
-  _globals['_VERIFYBATCHRESPONSE']._serialized_end=1257
-  _globals['_LOOKUPVEHICLESTATUSREQUEST']._serialized_start=1259
-  _globals['_LOOKUPVEHICLESTATUSREQUEST']._serialized_end=1359
-  _globals['_LOOKUPVEHICLESTATUSRESPONSE']._serialized_start=1362
-  _globals['_LOOKUPVEHICLESTATUSRESPONSE']._serialized_end=1647
-  _globals['_PRESENTREQUEST']._serialized_start=1649
-  _globals['_PRESENTREQUEST']._serialized_end=1707
-  _globals['_PRESENTRESPONSE']._serialized_start=1710
-  _globals['_PRESENTRESPONSE']._serialized_end=1889
-  _globals['_GETTRUSTLISTREQUEST']._serialized_start=1891
-  _globals['_GETTRUSTLISTREQUEST']._serialized_end=1912
-  _globals['_TRUSTEDKEY']._serialized_start=1915
-  _globals['_TRUSTEDKEY']._serialized_end=2127
-  _globals['_SEALKEY']._serialized_start=2129
-  _globals['_SEALKEY']._serialized_end=2191
-  _globals['_GETTRUSTLISTRESPONSE']._serialized_start=2194
-  _globals['_GETTRUSTLISTRESPONSE']._serialized_end=2344
-  _globals['_MARKSERVICE']._serialized_start=2802
-  _globals['_MARKSERVICE']._serialized_end=3265
+  _globals['_VERDICT']._serialized_start=2489
+  _globals['_VERDICT']._serialized_end=2829
+  _globals['_KEYSTATUS']._serialized_start=2831
+  _globals['_KEYSTATUS']._serialized_end=2941
+  _globals['_ISSUEREQUEST']._serialized_start=106
+  _globals['_ISSUEREQUEST']._serialized_end=277
+  _globals['_ISSUERESPONSE']._serialized_start=280
+  _globals['_ISSUERESPONSE']._serialized_end=526
+  _globals['_VERIFYREQUEST']._serialized_start=528
+  _globals['_VERIFYREQUEST']._serialized_end=577
+  _globals['_VERIFYRESPONSE']._serialized_start=580
+  _globals['_VERIFYRESPONSE']._serialized_end=1072
+  _globals['_VERIFYBATCHREQUEST']._serialized_start=1074
+  _globals['_VERIFYBATCHREQUEST']._serialized_end=1129
+  _globals['_VERIFYBATCHRESPONSE']._serialized_start=1131
+  _globals['_VERIFYBATCHRESPONSE']._serialized_end=1196
+  _globals['_LOOKUPVEHICLESTATUSREQUEST']._serialized_start=1198
+  _globals['_LOOKUPVEHICLESTATUSREQUEST']._serialized_end=1298
+  _globals['_LOOKUPVEHICLESTATUSRESPONSE']._serialized_start=1301
+  _globals['_LOOKUPVEHICLESTATUSRESPONSE']._serialized_end=1569
+  _globals['_PRESENTREQUEST']._serialized_start=1571
+  _globals['_PRESENTREQUEST']._serialized_end=1629
+  _globals['_PRESENTRESPONSE']._serialized_start=1632
+  _globals['_PRESENTRESPONSE']._serialized_end=1811
+  _globals['_GETTRUSTLISTREQUEST']._serialized_start=1813
+  _globals['_GETTRUSTLISTREQUEST']._serialized_end=1834
+  _globals['_TRUSTEDKEY']._serialized_start=1837
+  _globals['_TRUSTEDKEY']._serialized_end=2036
+  _globals['_SEALKEY']._serialized_start=2038
+  _globals['_SEALKEY']._serialized_end=2100
+  _globals['_GETTRUSTLISTRESPONSE']._serialized_start=2103
+  _globals['_GETTRUSTLISTRESPONSE']._serialized_end=2252
+  _globals['_DESCRIBEMARKREQUEST']._serialized_start=2254
+  _globals['_DESCRIBEMARKREQUEST']._serialized_end=2292
+  _globals['_DESCRIBEMARKRESPONSE']._serialized_start=2294
+  _globals['_DESCRIBEMARKRESPONSE']._serialized_end=2395
+  _globals['_REVOKEMARKREQUEST']._serialized_start=2397
+  _globals['_REVOKEMARKREQUEST']._serialized_end=2448
+  _globals['_REVOKEMARKRESPONSE']._serialized_start=2450
+  _globals['_REVOKEMARKRESPONSE']._serialized_end=2486
+  _globals['_MARKSERVICE']._serialized_start=2944
+  _globals['_MARKSERVICE']._serialized_end=3563
 # @@protoc_insertion_point(module_scope)

@@ -51,14 +51,6 @@ KEY_STATUS_ACTIVE: KeyStatus
 KEY_STATUS_RETIRED: KeyStatus
 KEY_STATUS_REVOKED: KeyStatus
 
-class StatusCode(_message.Message):
-    __slots__ = ("code", "name")
-    CODE_FIELD_NUMBER: _ClassVar[int]
-    NAME_FIELD_NUMBER: _ClassVar[int]
-    code: str
-    name: str
-    def __init__(self, code: _Optional[str] = ..., name: _Optional[str] = ...) -> None: ...
-
 class IssueRequest(_message.Message):
     __slots__ = ("request_id", "plate_number", "plate_type", "vin", "reason", "inspected_on", "station_id")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
@@ -78,14 +70,14 @@ class IssueRequest(_message.Message):
     def __init__(self, request_id: _Optional[str] = ..., plate_number: _Optional[str] = ..., plate_type: _Optional[str] = ..., vin: _Optional[str] = ..., reason: _Optional[_Union[_certificate_pb2.IssueReason, str]] = ..., inspected_on: _Optional[str] = ..., station_id: _Optional[str] = ...) -> None: ...
 
 class IssueResponse(_message.Message):
-    __slots__ = ("serial", "qr_text", "plate_number", "plate_type", "vin", "valid_until", "issued_time", "reason", "key_id", "replayed")
+    __slots__ = ("serial", "qr_text", "plate_number", "plate_type", "vin", "valid_until", "issue_time", "reason", "key_id", "replayed")
     SERIAL_FIELD_NUMBER: _ClassVar[int]
     QR_TEXT_FIELD_NUMBER: _ClassVar[int]
     PLATE_NUMBER_FIELD_NUMBER: _ClassVar[int]
     PLATE_TYPE_FIELD_NUMBER: _ClassVar[int]
     VIN_FIELD_NUMBER: _ClassVar[int]
     VALID_UNTIL_FIELD_NUMBER: _ClassVar[int]
-    ISSUED_TIME_FIELD_NUMBER: _ClassVar[int]
+    ISSUE_TIME_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
     KEY_ID_FIELD_NUMBER: _ClassVar[int]
     REPLAYED_FIELD_NUMBER: _ClassVar[int]
@@ -95,11 +87,11 @@ class IssueResponse(_message.Message):
     plate_type: str
     vin: str
     valid_until: str
-    issued_time: _timestamp_pb2.Timestamp
+    issue_time: _timestamp_pb2.Timestamp
     reason: _certificate_pb2.IssueReason
     key_id: int
     replayed: bool
-    def __init__(self, serial: _Optional[int] = ..., qr_text: _Optional[str] = ..., plate_number: _Optional[str] = ..., plate_type: _Optional[str] = ..., vin: _Optional[str] = ..., valid_until: _Optional[str] = ..., issued_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., reason: _Optional[_Union[_certificate_pb2.IssueReason, str]] = ..., key_id: _Optional[int] = ..., replayed: _Optional[bool] = ...) -> None: ...
+    def __init__(self, serial: _Optional[int] = ..., qr_text: _Optional[str] = ..., plate_number: _Optional[str] = ..., plate_type: _Optional[str] = ..., vin: _Optional[str] = ..., valid_until: _Optional[str] = ..., issue_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., reason: _Optional[_Union[_certificate_pb2.IssueReason, str]] = ..., key_id: _Optional[int] = ..., replayed: _Optional[bool] = ...) -> None: ...
 
 class VerifyRequest(_message.Message):
     __slots__ = ("qr_text", "at_date")
@@ -110,7 +102,7 @@ class VerifyRequest(_message.Message):
     def __init__(self, qr_text: _Optional[str] = ..., at_date: _Optional[str] = ...) -> None: ...
 
 class VerifyResponse(_message.Message):
-    __slots__ = ("verdict", "explanation", "serial", "plate_number", "plate_type", "vin", "valid_until", "within_validity", "status_codes", "presentation", "issued_time", "reason", "key_id", "current_serial", "current_valid_until", "overdue_cycles", "scrapping_due", "police_alert")
+    __slots__ = ("verdict", "explanation", "serial", "plate_number", "plate_type", "vin", "valid_until", "within_validity", "status_codes", "presentation", "issue_time", "reason", "key_id", "current_serial", "current_valid_until", "overdue_cycles", "scrapping_due", "police_alert")
     VERDICT_FIELD_NUMBER: _ClassVar[int]
     EXPLANATION_FIELD_NUMBER: _ClassVar[int]
     SERIAL_FIELD_NUMBER: _ClassVar[int]
@@ -121,7 +113,7 @@ class VerifyResponse(_message.Message):
     WITHIN_VALIDITY_FIELD_NUMBER: _ClassVar[int]
     STATUS_CODES_FIELD_NUMBER: _ClassVar[int]
     PRESENTATION_FIELD_NUMBER: _ClassVar[int]
-    ISSUED_TIME_FIELD_NUMBER: _ClassVar[int]
+    ISSUE_TIME_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
     KEY_ID_FIELD_NUMBER: _ClassVar[int]
     CURRENT_SERIAL_FIELD_NUMBER: _ClassVar[int]
@@ -137,9 +129,9 @@ class VerifyResponse(_message.Message):
     vin: str
     valid_until: str
     within_validity: bool
-    status_codes: _containers.RepeatedCompositeFieldContainer[StatusCode]
+    status_codes: str
     presentation: _certificate_pb2.Presentation
-    issued_time: _timestamp_pb2.Timestamp
+    issue_time: _timestamp_pb2.Timestamp
     reason: _certificate_pb2.IssueReason
     key_id: int
     current_serial: int
@@ -147,7 +139,7 @@ class VerifyResponse(_message.Message):
     overdue_cycles: int
     scrapping_due: bool
     police_alert: bool
-    def __init__(self, verdict: _Optional[_Union[Verdict, str]] = ..., explanation: _Optional[str] = ..., serial: _Optional[int] = ..., plate_number: _Optional[str] = ..., plate_type: _Optional[str] = ..., vin: _Optional[str] = ..., valid_until: _Optional[str] = ..., within_validity: _Optional[bool] = ..., status_codes: _Optional[_Iterable[_Union[StatusCode, _Mapping]]] = ..., presentation: _Optional[_Union[_certificate_pb2.Presentation, str]] = ..., issued_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., reason: _Optional[_Union[_certificate_pb2.IssueReason, str]] = ..., key_id: _Optional[int] = ..., current_serial: _Optional[int] = ..., current_valid_until: _Optional[str] = ..., overdue_cycles: _Optional[int] = ..., scrapping_due: _Optional[bool] = ..., police_alert: _Optional[bool] = ...) -> None: ...
+    def __init__(self, verdict: _Optional[_Union[Verdict, str]] = ..., explanation: _Optional[str] = ..., serial: _Optional[int] = ..., plate_number: _Optional[str] = ..., plate_type: _Optional[str] = ..., vin: _Optional[str] = ..., valid_until: _Optional[str] = ..., within_validity: _Optional[bool] = ..., status_codes: _Optional[str] = ..., presentation: _Optional[_Union[_certificate_pb2.Presentation, str]] = ..., issue_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., reason: _Optional[_Union[_certificate_pb2.IssueReason, str]] = ..., key_id: _Optional[int] = ..., current_serial: _Optional[int] = ..., current_valid_until: _Optional[str] = ..., overdue_cycles: _Optional[int] = ..., scrapping_due: _Optional[bool] = ..., police_alert: _Optional[bool] = ...) -> None: ...
 
 class VerifyBatchRequest(_message.Message):
     __slots__ = ("qr_texts", "at_date")
@@ -193,13 +185,13 @@ class LookupVehicleStatusResponse(_message.Message):
     vin: str
     valid_until: str
     within_validity: bool
-    status_codes: _containers.RepeatedCompositeFieldContainer[StatusCode]
+    status_codes: str
     current_serial: int
     overdue_cycles: int
     scrapping_due: bool
     blocked: bool
     police_alert: bool
-    def __init__(self, plate_number: _Optional[str] = ..., plate_type: _Optional[str] = ..., vin: _Optional[str] = ..., valid_until: _Optional[str] = ..., within_validity: _Optional[bool] = ..., status_codes: _Optional[_Iterable[_Union[StatusCode, _Mapping]]] = ..., current_serial: _Optional[int] = ..., overdue_cycles: _Optional[int] = ..., scrapping_due: _Optional[bool] = ..., blocked: _Optional[bool] = ..., police_alert: _Optional[bool] = ...) -> None: ...
+    def __init__(self, plate_number: _Optional[str] = ..., plate_type: _Optional[str] = ..., vin: _Optional[str] = ..., valid_until: _Optional[str] = ..., within_validity: _Optional[bool] = ..., status_codes: _Optional[str] = ..., current_serial: _Optional[int] = ..., overdue_cycles: _Optional[int] = ..., scrapping_due: _Optional[bool] = ..., blocked: _Optional[bool] = ..., police_alert: _Optional[bool] = ...) -> None: ...
 
 class PresentRequest(_message.Message):
     __slots__ = ("plate_number", "plate_type")
@@ -230,20 +222,20 @@ class GetTrustListRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class TrustedKey(_message.Message):
-    __slots__ = ("key_id", "algorithm", "public_key", "valid_from_time", "valid_until_time", "status")
+    __slots__ = ("key_id", "algorithm", "public_key", "start_time", "end_time", "status")
     KEY_ID_FIELD_NUMBER: _ClassVar[int]
     ALGORITHM_FIELD_NUMBER: _ClassVar[int]
     PUBLIC_KEY_FIELD_NUMBER: _ClassVar[int]
-    VALID_FROM_TIME_FIELD_NUMBER: _ClassVar[int]
-    VALID_UNTIL_TIME_FIELD_NUMBER: _ClassVar[int]
+    START_TIME_FIELD_NUMBER: _ClassVar[int]
+    END_TIME_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
     key_id: int
     algorithm: str
     public_key: bytes
-    valid_from_time: _timestamp_pb2.Timestamp
-    valid_until_time: _timestamp_pb2.Timestamp
+    start_time: _timestamp_pb2.Timestamp
+    end_time: _timestamp_pb2.Timestamp
     status: KeyStatus
-    def __init__(self, key_id: _Optional[int] = ..., algorithm: _Optional[str] = ..., public_key: _Optional[bytes] = ..., valid_from_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., valid_until_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., status: _Optional[_Union[KeyStatus, str]] = ...) -> None: ...
+    def __init__(self, key_id: _Optional[int] = ..., algorithm: _Optional[str] = ..., public_key: _Optional[bytes] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., status: _Optional[_Union[KeyStatus, str]] = ...) -> None: ...
 
 class SealKey(_message.Message):
     __slots__ = ("seal_key_id", "algorithm", "key")
@@ -256,11 +248,43 @@ class SealKey(_message.Message):
     def __init__(self, seal_key_id: _Optional[int] = ..., algorithm: _Optional[str] = ..., key: _Optional[bytes] = ...) -> None: ...
 
 class GetTrustListResponse(_message.Message):
-    __slots__ = ("keys", "seal_keys", "generated_time")
+    __slots__ = ("keys", "seal_keys", "generate_time")
     KEYS_FIELD_NUMBER: _ClassVar[int]
     SEAL_KEYS_FIELD_NUMBER: _ClassVar[int]
-    GENERATED_TIME_FIELD_NUMBER: _ClassVar[int]
+    GENERATE_TIME_FIELD_NUMBER: _ClassVar[int]
     keys: _containers.RepeatedCompositeFieldContainer[TrustedKey]
     seal_keys: _containers.RepeatedCompositeFieldContainer[SealKey]
-    generated_time: _timestamp_pb2.Timestamp
-    def __init__(self, keys: _Optional[_Iterable[_Union[TrustedKey, _Mapping]]] = ..., seal_keys: _Optional[_Iterable[_Union[SealKey, _Mapping]]] = ..., generated_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    generate_time: _timestamp_pb2.Timestamp
+    def __init__(self, keys: _Optional[_Iterable[_Union[TrustedKey, _Mapping]]] = ..., seal_keys: _Optional[_Iterable[_Union[SealKey, _Mapping]]] = ..., generate_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class DescribeMarkRequest(_message.Message):
+    __slots__ = ("qr_text",)
+    QR_TEXT_FIELD_NUMBER: _ClassVar[int]
+    qr_text: str
+    def __init__(self, qr_text: _Optional[str] = ...) -> None: ...
+
+class DescribeMarkResponse(_message.Message):
+    __slots__ = ("serial", "plate_number", "plate_type", "valid_until")
+    SERIAL_FIELD_NUMBER: _ClassVar[int]
+    PLATE_NUMBER_FIELD_NUMBER: _ClassVar[int]
+    PLATE_TYPE_FIELD_NUMBER: _ClassVar[int]
+    VALID_UNTIL_FIELD_NUMBER: _ClassVar[int]
+    serial: int
+    plate_number: str
+    plate_type: str
+    valid_until: str
+    def __init__(self, serial: _Optional[int] = ..., plate_number: _Optional[str] = ..., plate_type: _Optional[str] = ..., valid_until: _Optional[str] = ...) -> None: ...
+
+class RevokeMarkRequest(_message.Message):
+    __slots__ = ("serial", "reason")
+    SERIAL_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    serial: int
+    reason: str
+    def __init__(self, serial: _Optional[int] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class RevokeMarkResponse(_message.Message):
+    __slots__ = ("serial",)
+    SERIAL_FIELD_NUMBER: _ClassVar[int]
+    serial: int
+    def __init__(self, serial: _Optional[int] = ...) -> None: ...

@@ -64,6 +64,16 @@ class MarkServiceStub:
                 request_serializer=vimark_dot_v1_dot_mark__service__pb2.GetTrustListRequest.SerializeToString,
                 response_deserializer=vimark_dot_v1_dot_mark__service__pb2.GetTrustListResponse.FromString,
                 _registered_method=True)
+        self.DescribeMark = channel.unary_unary(
+                '/vimark.v1.MarkService/DescribeMark',
+                request_serializer=vimark_dot_v1_dot_mark__service__pb2.DescribeMarkRequest.SerializeToString,
+                response_deserializer=vimark_dot_v1_dot_mark__service__pb2.DescribeMarkResponse.FromString,
+                _registered_method=True)
+        self.RevokeMark = channel.unary_unary(
+                '/vimark.v1.MarkService/RevokeMark',
+                request_serializer=vimark_dot_v1_dot_mark__service__pb2.RevokeMarkRequest.SerializeToString,
+                response_deserializer=vimark_dot_v1_dot_mark__service__pb2.RevokeMarkResponse.FromString,
+                _registered_method=True)
 
 
 class MarkServiceServicer:
@@ -112,6 +122,21 @@ class MarkServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def DescribeMark(self, request, context):
+        """What an authentic mark says (plate, plate type, valid-until), e.g. to print it for its owner.
+        Not a verification: nothing is judged or audited. Issuers and operators.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RevokeMark(self, request, context):
+        """Revoke one mark: it verifies as REVOKED from then on. Operators.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_MarkServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -144,6 +169,16 @@ def add_MarkServiceServicer_to_server(servicer, server):
                     servicer.GetTrustList,
                     request_deserializer=vimark_dot_v1_dot_mark__service__pb2.GetTrustListRequest.FromString,
                     response_serializer=vimark_dot_v1_dot_mark__service__pb2.GetTrustListResponse.SerializeToString,
+            ),
+            'DescribeMark': grpc.unary_unary_rpc_method_handler(
+                    servicer.DescribeMark,
+                    request_deserializer=vimark_dot_v1_dot_mark__service__pb2.DescribeMarkRequest.FromString,
+                    response_serializer=vimark_dot_v1_dot_mark__service__pb2.DescribeMarkResponse.SerializeToString,
+            ),
+            'RevokeMark': grpc.unary_unary_rpc_method_handler(
+                    servicer.RevokeMark,
+                    request_deserializer=vimark_dot_v1_dot_mark__service__pb2.RevokeMarkRequest.FromString,
+                    response_serializer=vimark_dot_v1_dot_mark__service__pb2.RevokeMarkResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -308,6 +343,60 @@ class MarkService:
             '/vimark.v1.MarkService/GetTrustList',
             vimark_dot_v1_dot_mark__service__pb2.GetTrustListRequest.SerializeToString,
             vimark_dot_v1_dot_mark__service__pb2.GetTrustListResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DescribeMark(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/vimark.v1.MarkService/DescribeMark',
+            vimark_dot_v1_dot_mark__service__pb2.DescribeMarkRequest.SerializeToString,
+            vimark_dot_v1_dot_mark__service__pb2.DescribeMarkResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RevokeMark(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/vimark.v1.MarkService/RevokeMark',
+            vimark_dot_v1_dot_mark__service__pb2.RevokeMarkRequest.SerializeToString,
+            vimark_dot_v1_dot_mark__service__pb2.RevokeMarkResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n vimark/v1/registry_service.proto\x12\tvimark.v1\"\xbb\x01\n\x07Vehicle\x12\x14\n\x0cplate_number\x18\x01 \x01(\t\x12\x12\n\nplate_type\x18\x02 \x01(\t\x12\x0b\n\x03vin\x18\x03 \x01(\t\x12\x10\n\x08\x63\x61tegory\x18\x04 \x01(\t\x12\x15\n\rregistered_on\x18\x05 \x01(\t\x12\x13\n\x0bvalid_until\x18\x06 \x01(\t\x12\x14\n\x0cstatus_codes\x18\x07 \x01(\t\x12\r\n\x05seats\x18\x08 \x01(\r\x12\x16\n\x0e\x65xemption_lost\x18\t \x01(\x08\"=\n\x15UpsertVehiclesRequest\x12$\n\x08vehicles\x18\x01 \x03(\x0b\x32\x12.vimark.v1.Vehicle\"F\n\x16UpsertVehiclesResponse\x12\x15\n\rcreated_count\x18\x01 \x01(\r\x12\x15\n\rupdated_count\x18\x02 \x01(\r\"Y\n\x17SetVehicleStatusRequest\x12\x14\n\x0cplate_number\x18\x01 \x01(\t\x12\x12\n\nplate_type\x18\x02 \x01(\t\x12\x14\n\x0cstatus_codes\x18\x03 \x01(\t\"0\n\x18SetVehicleStatusResponse\x12\x14\n\x0cstatus_codes\x18\x01 \x01(\t\"3\n\x11RevokeMarkRequest\x12\x0e\n\x06serial\x18\x01 \x01(\x04\x12\x0e\n\x06reason\x18\x02 \x01(\t\"$\n\x12RevokeMarkResponse\x12\x0e\n\x06serial\x18\x01 \x01(\x04\x32\x90\x02\n\x0fRegistryService\x12U\n\x0eUpsertVehicles\x12 .vimark.v1.UpsertVehiclesRequest\x1a!.vimark.v1.UpsertVehiclesResponse\x12[\n\x10SetVehicleStatus\x12\".vimark.v1.SetVehicleStatusRequest\x1a#.vimark.v1.SetVehicleStatusResponse\x12I\n\nRevokeMark\x12\x1c.vimark.v1.RevokeMarkRequest\x1a\x1d.vimark.v1.RevokeMarkResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n vimark/v1/registry_service.proto\x12\tvimark.v1\"\xbb\x01\n\x07Vehicle\x12\x14\n\x0cplate_number\x18\x01 \x01(\t\x12\x12\n\nplate_type\x18\x02 \x01(\t\x12\x0b\n\x03vin\x18\x03 \x01(\t\x12\x10\n\x08\x63\x61tegory\x18\x04 \x01(\t\x12\x15\n\rregistered_on\x18\x05 \x01(\t\x12\x13\n\x0bvalid_until\x18\x06 \x01(\t\x12\x14\n\x0cstatus_codes\x18\x07 \x01(\t\x12\r\n\x05seats\x18\x08 \x01(\r\x12\x16\n\x0e\x65xemption_lost\x18\t \x01(\x08\"=\n\x15UpsertVehiclesRequest\x12$\n\x08vehicles\x18\x01 \x03(\x0b\x32\x12.vimark.v1.Vehicle\"F\n\x16UpsertVehiclesResponse\x12\x15\n\rcreated_count\x18\x01 \x01(\r\x12\x15\n\rupdated_count\x18\x02 \x01(\r\"Y\n\x17SetVehicleStatusRequest\x12\x14\n\x0cplate_number\x18\x01 \x01(\t\x12\x12\n\nplate_type\x18\x02 \x01(\t\x12\x14\n\x0cstatus_codes\x18\x03 \x01(\t\"0\n\x18SetVehicleStatusResponse\x12\x14\n\x0cstatus_codes\x18\x01 \x01(\t2\xc5\x01\n\x0fRegistryService\x12U\n\x0eUpsertVehicles\x12 .vimark.v1.UpsertVehiclesRequest\x1a!.vimark.v1.UpsertVehiclesResponse\x12[\n\x10SetVehicleStatus\x12\".vimark.v1.SetVehicleStatusRequest\x1a#.vimark.v1.SetVehicleStatusResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -41,10 +41,6 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SETVEHICLESTATUSREQUEST']._serialized_end=461
   _globals['_SETVEHICLESTATUSRESPONSE']._serialized_start=463
   _globals['_SETVEHICLESTATUSRESPONSE']._serialized_end=511
-  _globals['_REVOKEMARKREQUEST']._serialized_start=513
-  _globals['_REVOKEMARKREQUEST']._serialized_end=564
-  _globals['_REVOKEMARKRESPONSE']._serialized_start=566
-  _globals['_REVOKEMARKRESPONSE']._serialized_end=602
-  _globals['_REGISTRYSERVICE']._serialized_start=605
-  _globals['_REGISTRYSERVICE']._serialized_end=877
+  _globals['_REGISTRYSERVICE']._serialized_start=514
+  _globals['_REGISTRYSERVICE']._serialized_end=711
 # @@protoc_insertion_point(module_scope)

@@ -57,17 +57,3 @@ class SetVehicleStatusResponse(_message.Message):
     STATUS_CODES_FIELD_NUMBER: _ClassVar[int]
     status_codes: str
     def __init__(self, status_codes: _Optional[str] = ...) -> None: ...
-
-class RevokeMarkRequest(_message.Message):
-    __slots__ = ("serial", "reason")
-    SERIAL_FIELD_NUMBER: _ClassVar[int]
-    REASON_FIELD_NUMBER: _ClassVar[int]
-    serial: int
-    reason: str
-    def __init__(self, serial: _Optional[int] = ..., reason: _Optional[str] = ...) -> None: ...
-
-class RevokeMarkResponse(_message.Message):
-    __slots__ = ("serial",)
-    SERIAL_FIELD_NUMBER: _ClassVar[int]
-    serial: int
-    def __init__(self, serial: _Optional[int] = ...) -> None: ...

@@ -44,11 +44,6 @@ class RegistryServiceStub:
                 request_serializer=vimark_dot_v1_dot_registry__service__pb2.SetVehicleStatusRequest.SerializeToString,
                 response_deserializer=vimark_dot_v1_dot_registry__service__pb2.SetVehicleStatusResponse.FromString,
                 _registered_method=True)
-        self.RevokeMark = channel.unary_unary(
-                '/vimark.v1.RegistryService/RevokeMark',
-                request_serializer=vimark_dot_v1_dot_registry__service__pb2.RevokeMarkRequest.SerializeToString,
-                response_deserializer=vimark_dot_v1_dot_registry__service__pb2.RevokeMarkResponse.FromString,
-                _registered_method=True)
 
 
 class RegistryServiceServicer:
@@ -63,13 +58,7 @@ class RegistryServiceServicer:
 
     def SetVehicleStatus(self, request, context):
         """Replace a vehicle's status letters ("A" clears them).
-        """
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
-    def RevokeMark(self, request, context):
-        """Revoke one mark: it verifies as REVOKED from then on.
+        (RevokeMark is MarkService's: it acts on a mark, not on the registry.)
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -87,11 +76,6 @@ def add_RegistryServiceServicer_to_server(servicer, server):
                     servicer.SetVehicleStatus,
                     request_deserializer=vimark_dot_v1_dot_registry__service__pb2.SetVehicleStatusRequest.FromString,
                     response_serializer=vimark_dot_v1_dot_registry__service__pb2.SetVehicleStatusResponse.SerializeToString,
-            ),
-            'RevokeMark': grpc.unary_unary_rpc_method_handler(
-                    servicer.RevokeMark,
-                    request_deserializer=vimark_dot_v1_dot_registry__service__pb2.RevokeMarkRequest.FromString,
-                    response_serializer=vimark_dot_v1_dot_registry__service__pb2.RevokeMarkResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -148,33 +132,6 @@ class RegistryService:
             '/vimark.v1.RegistryService/SetVehicleStatus',
             vimark_dot_v1_dot_registry__service__pb2.SetVehicleStatusRequest.SerializeToString,
             vimark_dot_v1_dot_registry__service__pb2.SetVehicleStatusResponse.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)
-
-    @staticmethod
-    def RevokeMark(request,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.unary_unary(
-            request,
-            target,
-            '/vimark.v1.RegistryService/RevokeMark',
-            vimark_dot_v1_dot_registry__service__pb2.RevokeMarkRequest.SerializeToString,
-            vimark_dot_v1_dot_registry__service__pb2.RevokeMarkResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -13,6 +13,7 @@ from types import FrameType
 
 from vimark.client.cli.common import dump
 from vimark.client.errors import VimarkError
+from vimark.server.policy import ROLE_NAMES
 
 DEFAULT_DB = "sqlite:///vimark.db"
 DEFAULT_KEYS = Path("vimark-keys")
@@ -58,7 +59,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     p.add_argument(
         "--role",
         default="any",
-        choices=("any", "police", "public", "partner", "issuer", "operator"),
+        choices=("any", *ROLE_NAMES),
         help="development mode only: the role every caller gets (default any: every RPC, full view)",
     )
     p.add_argument(
@@ -131,8 +132,7 @@ def manage_keys(args: argparse.Namespace) -> int:
 def serve(args: argparse.Namespace) -> int:
     from vimark.server.app import ServerConfig, TlsConfig, VimarkServer
     from vimark.server.keys import KeyDirectory
-    from vimark.server.limits import DEFAULT_RATES, Rate
-    from vimark.server.views import Role
+    from vimark.server.policy import DEFAULT_RATES, Rate, Role
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     tls_files = (args.tls_cert, args.tls_key, args.client_ca)

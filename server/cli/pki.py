@@ -9,7 +9,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-ROLES = ("police", "public", "partner", "issuer", "operator")  # vimark.server.views.Role, kept light to import
+from vimark.server import pki
+from vimark.server.policy import ROLE_NAMES
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -32,7 +33,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     ):
         p = sub.add_parser(name, help=help_text)
         p.add_argument("dir", type=Path)
-        p.add_argument("--role", required=True, choices=ROLES)
+        p.add_argument("--role", required=True, choices=ROLE_NAMES)
         p.add_argument(
             "--id", required=True, dest="caller_id", metavar="ID", help="caller id: 1-64 of A-Z a-z 0-9 . _ -"
         )
@@ -40,24 +41,18 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 
 
 def init(args: argparse.Namespace) -> int:
-    from vimark.server import pki
-
     written = pki.init(args.dir, tuple(args.host) if args.host else pki.DEFAULT_HOSTS)
     print(f"wrote CA {written.certificate} (key {written.key}), server.pem, server.key and crl.pem in {args.dir}")
     return 0
 
 
 def issue(args: argparse.Namespace) -> int:
-    from vimark.server import pki
-
     written = pki.issue(args.dir, args.role, args.caller_id)
     print(f"wrote {written.certificate} and {written.key} for {args.role}/{args.caller_id} (serial {written.serial:x})")
     return 0
 
 
 def revoke(args: argparse.Namespace) -> int:
-    from vimark.server import pki
-
     written = pki.revoke(args.dir, args.role, args.caller_id)
     print(f"revoked {args.role}/{args.caller_id} (serial {written.serial:x}) in {written.certificate}")
     return 0

@@ -1,0 +1,128 @@
+"""`Store`, vimark's database: the one public entry point of the store package.
+
+It owns one `engine.Database` and hands each call to the part whose job it is, as Boulder's
+storage authority does: `writes.Writes` (registry, status, revocation, Issue, audit appends)
+and `reads.Reads` (marks, the index's snapshot and change log, counts, audit reads)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Sequence
+
+from sqlalchemy import Engine
+
+from vimark.server.records import AuditEvent, Change, MarkPlan, MarkRecord, VehicleRecord
+from vimark.server.store.engine import Database
+from vimark.server.store.reads import Reads
+from vimark.server.store.writes import IssueJob, Writes
+
+
+class Store:
+    """vimark's database. `url` is a SQLAlchemy URL: sqlite:///FILE or postgresql+psycopg://...
+
+    Failures come out as vimark errors: `Unavailable` when the database does not answer (and for
+    FAIL_FAST_SECONDS after, at once), `NotFound`, `InvalidArgument`."""
+
+    def __init__(self, url: str, *, migrate: bool = True, connect_timeout: float = 2.0) -> None:
+        self._db = Database(url, connect_timeout=connect_timeout)
+        self.url = url
+        self.is_sqlite = self._db.is_sqlite
+        self.engine: Engine = self._db.engine
+        self._reads = Reads(self._db)
+        self._writes = Writes(self._db)
+        if migrate:
+            self.migrate()
+
+    def migrate(self) -> None:
+        """Bring the schema to the newest Alembic revision (idempotent; servers starting together
+        on PostgreSQL take turns)."""
+        self._db.migrate()
+
+    def close(self) -> None:
+        self._db.close()
+
+    # -- registry ----------------------------------------------------------------------------
+    def upsert_vehicles(self, vehicles: Sequence[VehicleRecord]) -> tuple[int, int]:
+        """Create or update by VIN (the durable identity), else by plate. Returns (created, updated).
+
+        The registry's valid_until is applied only to a vehicle without a vimark mark: once
+        vimark has issued, its own marks are the truth. A plate that now names another VIN (a
+        plate reissued to a new vehicle) starts afresh: no mark, the registry's validity."""
+        return self._writes.upsert_vehicles(vehicles)
+
+    def set_status(self, plate_type: str, plate_number: str, status_bits: int) -> VehicleRecord:
+        """Replace a vehicle's status bits; returns the vehicle as it now reads."""
+        return self._writes.set_status(plate_type, plate_number, status_bits)
+
+    def revoke_mark(self, serial: int, reason: str) -> None:
+        self._writes.revoke_mark(serial, reason)
+
+    # -- issuance ----------------------------------------------------------------------------
+    def issue(
+        self,
+        request_id: str,
+        plate_type: str,
+        plate_number: str,
+        decide: Callable[[VehicleRecord, MarkRecord | None], MarkPlan],
+        sign: Callable[[int, VehicleRecord, MarkPlan], tuple[str, int]],
+    ) -> tuple[MarkRecord, bool, int | None]:
+        """Issue: decide (rules), sign, insert the mark, make it current, log; durable on return.
+
+        Returns (mark, replayed, change id); a request_id seen before returns its first mark, writes
+        nothing and has no change id. Concurrent calls are group-committed: each runs in isolation
+        (its refusal or error is its own) but they share one transaction."""
+        return self._writes.issue(IssueJob(request_id, plate_type, plate_number, decide, sign))
+
+    def mark_by_request_id(self, request_id: str) -> MarkRecord | None:
+        return self._reads.mark_by_request_id(request_id)
+
+    def mark_by_serial(self, serial: int) -> MarkRecord | None:
+        return self._reads.mark_by_serial(serial)
+
+    # -- feeding the index -------------------------------------------------------------------
+    def snapshot(self) -> tuple[int, list[VehicleRecord], set[int]]:
+        """Everything the index needs, read in one consistent transaction:
+        (last change id, every vehicle, every revoked serial)."""
+        return self._reads.snapshot()
+
+    def changes_since(self, last_id: int, limit: int = 5000) -> list[Change]:
+        """The change-log rows after `last_id`, in id order, at most `limit`."""
+        return self._reads.changes_since(last_id, limit)
+
+    def count_vehicles(self) -> int:
+        return self._reads.count_vehicles()
+
+    # -- audit log ---------------------------------------------------------------------------
+    def append_audit(self, events: Sequence[AuditEvent]) -> None:
+        """Write a batch of audit events in one transaction."""
+        self._writes.append_audit(events)
+
+    def list_audit_events(
+        self,
+        *,
+        plate_number: str | None = None,
+        caller_id: str | None = None,
+        since: dt.datetime | None = None,
+        until: dt.datetime | None = None,
+        after_id: int = 0,
+        limit: int,
+    ) -> list[AuditEvent]:
+        """Audit events with an id above `after_id` that match every filter given (`since`
+        inclusive, `until` exclusive, both timezone-aware), in id order, at most `limit` of them;
+        each with its `event_id`. To page on, ask again with `after_id` set to the last event's
+        `event_id`: events that share a time are then neither repeated nor skipped."""
+        return self._reads.list_audit_events(
+            plate_number=plate_number, caller_id=caller_id, since=since, until=until, after_id=after_id, limit=limit
+        )
+
+    def audit_events(
+        self,
+        *,
+        plate_number: str | None = None,
+        caller_id: str | None = None,
+        since: dt.datetime | None = None,
+        limit: int = 1000,
+    ) -> list[AuditEvent]:
+        """Audit events matching every filter given, oldest first (by time, then id), at most
+        `limit` of them. Superseded by `list_audit_events`, which pages without gaps."""
+        return self._reads.audit_events(plate_number=plate_number, caller_id=caller_id, since=since, limit=limit)

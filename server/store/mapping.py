@@ -1,0 +1,86 @@
+"""Rows ↔ records: one mapper per record type, used by every read, whichever path read the row.
+
+A row read with `schema.VEHICLE_READ` (`MARK_READ`, `AUDIT_READ`) holds the record's fields in
+the record's order, so each mapper builds its record by position. `day` turns a stored date into
+a date: SQLAlchemy rows hold dates already (the default); driver rows pass `Driver.day_in`."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from vimark.client.domain import VehicleCategory
+from vimark.server.records import AuditEvent, MarkRecord, VehicleRecord
+from vimark.server.store import schema
+
+Day = Callable[[Any], dt.date]
+
+
+def _as_stored(value: Any) -> dt.date:
+    return value  # type: ignore[no-any-return]
+
+
+def vehicle(r: Sequence[Any], day: Day = _as_stored) -> VehicleRecord:
+    """A vehicle from a row that starts with the `schema.VEHICLE_READ` columns."""
+    return VehicleRecord(
+        vehicle_id=r[0],
+        plate_type=r[1],
+        plate_number=r[2],
+        vin=r[3],
+        category=VehicleCategory(r[4]),
+        registered_on=day(r[5]),
+        seats=r[6],
+        exemption_lost=bool(r[7]),
+        status_bits=r[8],
+        valid_until=r[9],
+        current_serial=r[10],
+    )
+
+
+def mark(r: Sequence[Any], day: Day = _as_stored) -> MarkRecord:
+    """A mark from a row of the `schema.MARK_READ` columns."""
+    return MarkRecord(
+        serial=r[0],
+        vehicle_id=r[1],
+        plate_type=r[2],
+        plate_number=r[3],
+        vin=r[4],
+        valid_until=r[5],
+        reason=r[6],
+        issued_at=dt.datetime.fromtimestamp(r[7], dt.UTC),
+        valid_from=day(r[8]),
+        key_id=r[9],
+        qr_text=r[10],
+        request_id=r[11],
+        revoked=bool(r[12]),
+    )
+
+
+def audit_event(r: Sequence[Any]) -> AuditEvent:
+    """An audit event from a row of the `schema.AUDIT_READ` columns."""
+    return AuditEvent(
+        at=dt.datetime.fromtimestamp(r[0], dt.UTC),
+        caller_id=r[1],
+        role=r[2],
+        rpc=r[3],
+        plate_type=r[4],
+        plate_number=r[5],
+        verdict=r[6],
+        serial=r[7],
+        event_id=r[8],
+    )
+
+
+VEHICLE_WIDTH = len(schema.VEHICLE_READ)  # a row's columns after its vehicle's start here
+
+
+def row(columns: Sequence[str], values: Mapping[str, Any]) -> tuple[Any, ...]:
+    """A row to insert into `columns` (as schema.py names them for a statement), from its values by name."""
+    return tuple(values[name] for name in columns)
+
+
+def audit_row(e: AuditEvent) -> tuple[Any, ...]:
+    """The row for `schema.INSERT_AUDIT`: texts cut to their columns, a serial that is not one of ours 0."""
+    texts = (getattr(e, name).replace("\x00", "")[:width] for name, width in schema.AUDIT_TEXT_WIDTHS)
+    return (e.at.timestamp(), *texts, e.serial if 0 <= e.serial < 2**63 else 0)

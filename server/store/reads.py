@@ -1,0 +1,116 @@
+"""Reads: marks, the index's snapshot and its tail of the change log, counts, the audit log.
+
+SQLAlchemy Core, but for the index's tail of the change log (driver.py says why). Every row
+becomes a record through mapping.py."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from sqlalchemy import ColumnElement, func, select
+from sqlalchemy.exc import DBAPIError
+
+from vimark.client.errors import InvalidArgument, Unavailable
+from vimark.server.records import AuditEvent, Change, MarkRecord, VehicleRecord
+from vimark.server.store import mapping, schema
+from vimark.server.store.engine import Database
+from vimark.server.store.schema import AUDIT_READ, MARK_READ, VEHICLE_READ, AuditRow, ChangeRow, MarkRow, VehicleRow
+
+
+class Reads:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    # -- marks -------------------------------------------------------------------------------
+    def mark_by_request_id(self, request_id: str) -> MarkRecord | None:
+        return self._mark_where(MarkRow.request_id == request_id)
+
+    def mark_by_serial(self, serial: int) -> MarkRecord | None:
+        return self._mark_where(MarkRow.serial == serial)
+
+    def _mark_where(self, condition: ColumnElement[bool]) -> MarkRecord | None:
+        query = (
+            select(*MARK_READ)
+            .select_from(schema.MARKS.join(schema.VEHICLES, VehicleRow.id == MarkRow.vehicle_id))
+            .where(condition)
+        )
+        with self._db.read() as conn:
+            row = conn.execute(query).first()
+        return None if row is None else mapping.mark(row)
+
+    # -- feeding the index -------------------------------------------------------------------
+    def snapshot(self) -> tuple[int, list[VehicleRecord], set[int]]:
+        with self._db.read(consistent=True) as conn:
+            last = conn.execute(select(func.coalesce(func.max(ChangeRow.id), 0))).scalar_one()
+            vehicles = [mapping.vehicle(r) for r in conn.execute(select(*VEHICLE_READ).order_by(VehicleRow.id))]
+            revoked = set(conn.execute(select(MarkRow.serial).where(MarkRow.revoked)).scalars())
+        return last, vehicles, revoked
+
+    def changes_since(self, last_id: int, limit: int) -> list[Change]:
+        driver = self._db.driver
+        with self._db.driver_cursor() as c:
+            c.execute(driver.sql(schema.CHANGES_SINCE), (last_id, limit))
+            rows = c.fetchall()
+        at = mapping.VEHICLE_WIDTH  # then the change's id and revoked serial
+        return [Change(r[at], mapping.vehicle(r, driver.day_in), r[at + 1]) for r in rows]
+
+    def count_vehicles(self) -> int:
+        with self._db.read() as conn:
+            return int(conn.execute(select(func.count()).select_from(VehicleRow)).scalar_one())
+
+    # -- audit log ---------------------------------------------------------------------------
+    def audit_events(
+        self, *, plate_number: str | None, caller_id: str | None, since: dt.datetime | None, limit: int
+    ) -> list[AuditEvent]:
+        _check_limit(limit)
+        where = _audit_filters(plate_number, caller_id, since=since, until=None)
+        return self._audit_read(where, (AuditRow.at, AuditRow.id), limit)
+
+    def list_audit_events(
+        self,
+        *,
+        plate_number: str | None,
+        caller_id: str | None,
+        since: dt.datetime | None,
+        until: dt.datetime | None,
+        after_id: int,
+        limit: int,
+    ) -> list[AuditEvent]:
+        _check_limit(limit)
+        if after_id < 0:
+            raise InvalidArgument("after_id", f"must be 0 or an event's id, not {after_id}")
+        where = _audit_filters(plate_number, caller_id, since=since, until=until)
+        return self._audit_read([*where, AuditRow.id > after_id], (AuditRow.id,), limit)
+
+    def _audit_read(self, where: list[ColumnElement[bool]], order: tuple[Any, ...], limit: int) -> list[AuditEvent]:
+        query = select(*AUDIT_READ).where(*where).order_by(*order).limit(limit)
+        try:
+            with self._db.read() as conn:
+                rows = conn.execute(query).all()
+        except DBAPIError as exc:  # e.g. PostgreSQL's undefined table: a database never migrated
+            raise Unavailable(f"cannot read the audit log (is the schema migrated?): {exc.orig}") from exc
+        return [mapping.audit_event(r) for r in rows]
+
+
+def _check_limit(limit: int) -> None:
+    if limit < 1:
+        raise InvalidArgument("limit", f"must be at least 1, not {limit}")
+
+
+def _audit_filters(
+    plate_number: str | None, caller_id: str | None, *, since: dt.datetime | None, until: dt.datetime | None
+) -> list[ColumnElement[bool]]:
+    where: list[ColumnElement[bool]] = []
+    if plate_number is not None:
+        where.append(AuditRow.plate_number == plate_number)
+    if caller_id is not None:
+        where.append(AuditRow.caller_id == caller_id)
+    for name, bound in (("since", since), ("until", until)):
+        if bound is not None and bound.tzinfo is None:
+            raise InvalidArgument(name, "needs a time zone (a naive datetime is ambiguous)")
+    if since is not None:
+        where.append(AuditRow.at >= since.timestamp())  # inclusive
+    if until is not None:
+        where.append(AuditRow.at < until.timestamp())  # exclusive
+    return where

@@ -1,0 +1,121 @@
+"""No certificate can stall the server: calls that never send their request are identified and
+bounded before they may hold a handler thread (server/guard.py)."""
+
+from __future__ import annotations
+
+import statistics
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+
+from tls_fixtures import CALLERS, PLATE, Connect
+from vimark.client.sdk import tls_credentials
+from vimark.server import pki
+from vimark.server.app import VimarkServer
+from vimark.server.policy import Role
+from vimark.v1 import mark_service_pb2 as pb
+
+STALLED_PER_CERTIFICATE = 64
+CALLS = 300
+
+
+def p99(samples: list[float]) -> float:
+    return statistics.quantiles(samples, n=100)[98]
+
+
+def police_run(connect: Connect, qr_text: str) -> tuple[list[float], int]:
+    """CALLS sequential police Verifys: their latencies and how many failed."""
+    police = connect(Role.POLICE)
+    latencies: list[float] = []
+    failed = 0
+    for _ in range(CALLS):
+        started = time.perf_counter()
+        try:
+            assert police.verify(qr_text).verdict == pb.VERDICT_VALID
+        except Exception:
+            failed += 1
+        latencies.append(time.perf_counter() - started)
+    return latencies, failed
+
+
+def stall(server: VimarkServer, pki_dir: Path, name: str, opened: list[grpc.Future], release: threading.Event) -> None:
+    """Open STALLED_PER_CERTIFICATE Verify calls as client streams that never send a message."""
+    credentials = tls_credentials(pki_dir / "ca.pem", pki_dir / f"{name}.pem", pki_dir / f"{name}.key")
+    channel = grpc.secure_channel(f"127.0.0.1:{server.port}", credentials)
+    verify = channel.stream_unary(
+        "/vimark.v1.MarkService/Verify",
+        request_serializer=pb.VerifyRequest.SerializeToString,
+        response_deserializer=pb.VerifyResponse.FromString,
+    )
+
+    def nothing() -> Iterator[pb.VerifyRequest]:
+        release.wait(60)
+        return
+        yield  # a generator that ends without a message once released
+
+    for _ in range(STALLED_PER_CERTIFICATE):
+        opened.append(verify.future(nothing(), timeout=60))
+
+
+def test_calls_that_send_nothing_cannot_stall_police(
+    tls_server: VimarkServer,
+    pki_dir: Path,
+    connect: Connect,
+    mark: pb.IssueResponse,
+) -> None:
+    pki.issue(pki_dir, Role.PUBLIC, "stolen-phone")
+    pki.revoke(pki_dir, Role.PUBLIC, "stolen-phone")
+    baseline, failed = police_run(connect, mark.qr_text)
+    assert failed == 0
+
+    opened: list[grpc.Future] = []
+    release = threading.Event()
+    try:
+        stall(tls_server, pki_dir, "public-stolen-phone", opened, release)  # revoked
+        stall(tls_server, pki_dir, f"public-{CALLERS[Role.PUBLIC]}", opened, release)  # valid, naming a role
+        time.sleep(0.5)  # let them all reach the server
+        attacked, failed = police_run(connect, mark.qr_text)
+    finally:
+        release.set()
+    codes = [f.exception().code() for f in opened if f.exception() is not None]  # type: ignore[union-attr]
+    print(
+        f"police Verify p99 {p99(baseline) * 1000:.2f} ms alone, {p99(attacked) * 1000:.2f} ms beside "
+        f"{len(opened)} stalled calls (median {statistics.median(baseline) * 1000:.2f} and "
+        f"{statistics.median(attacked) * 1000:.2f} ms); stalled calls ended "
+        + ", ".join(f"{c.name} {codes.count(c)}" for c in sorted(set(codes), key=lambda c: c.name))
+    )
+    assert failed == 0
+    assert p99(attacked) <= 2 * p99(baseline), (p99(baseline), p99(attacked))
+    assert codes.count(grpc.StatusCode.UNAUTHENTICATED) == STALLED_PER_CERTIFICATE  # the revoked certificate's
+    # The valid one: a few waited for their message and were dropped, the rest were refused at once.
+    assert codes.count(grpc.StatusCode.RESOURCE_EXHAUSTED) >= STALLED_PER_CERTIFICATE - 4 - 1
+
+
+def test_a_call_whose_message_never_comes_is_dropped(
+    tls_server: VimarkServer,
+    pki_dir: Path,
+    mark: pb.IssueResponse,
+) -> None:
+    opened: list[grpc.Future] = []
+    release = threading.Event()
+    started = time.monotonic()
+    try:
+        stall(tls_server, pki_dir, f"police-{CALLERS[Role.POLICE]}", opened, release)
+        waited = [f for f in opened if f.exception(timeout=30) is not None]
+    finally:
+        release.set()
+    elapsed = time.monotonic() - started
+    codes = [f.exception().code() for f in waited]  # type: ignore[union-attr]
+    assert codes.count(grpc.StatusCode.CANCELLED) == 4, codes  # the caller's waiting slots, dropped on time
+    assert codes.count(grpc.StatusCode.RESOURCE_EXHAUSTED) == STALLED_PER_CERTIFICATE - 4
+    assert elapsed < 3.0 + 5, elapsed
+
+
+@pytest.mark.parametrize("role", [Role.PUBLIC])
+def test_the_guard_checks_the_role_before_waiting(role: Role, connect: Connect) -> None:
+    with pytest.raises(Exception, match=r"PERMISSION|is for"):
+        connect(role).lookup(**PLATE)
