@@ -9,6 +9,7 @@ import datetime as dt
 import enum
 import functools
 import re
+import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -131,30 +132,115 @@ PLATE_TYPES: dict[str, str] = {
 }
 
 
-def parse_plate_type(code: str) -> str:
-    if code not in PLATE_TYPES:
-        raise InvalidArgument("plate_type", f"unknown plate type code {code!r} (GA 24.7 two digits, e.g. 02)")
-    return code
-
-
 PROVINCES = "京津沪渝冀豫云辽黑湘皖鲁新苏浙赣鄂桂甘晋蒙陕吉闽贵粤青藏川宁琼"
 _L = "A-HJ-NP-Z"  # letters without I and O
-_ORDINARY = re.compile(rf"[{PROVINCES}][A-Z][{_L}0-9]{{4}}[{_L}0-9挂学警港澳]")
-_NEV_SMALL = re.compile(rf"[{PROVINCES}][A-Z][DABCEFGHJK][{_L}0-9][0-9]{{4}}")
-_NEV_LARGE = re.compile(rf"[{PROVINCES}][A-Z][0-9]{{5}}[DABCEFGHJK]")
+_SUFFIXES = "挂学警港澳"  # the last of an ordinary plate's 5 characters may be one of these
+_ENERGY = "DABCEFGHJK"  # a new-energy plate's energy letter: D,A,B,C,E pure electric; F,G,H,J,K other
+_ORDINARY = re.compile(rf"[{PROVINCES}][A-Z][{_L}0-9]{{4}}[{_L}0-9{_SUFFIXES}]")
+_NEV_SMALL = re.compile(rf"[{PROVINCES}][A-Z][{_ENERGY}][{_L}0-9][0-9]{{4}}")
+_NEV_LARGE = re.compile(rf"[{PROVINCES}][A-Z][0-9]{{5}}[{_ENERGY}]")
 _EMBASSY = re.compile(r"使[0-9]{6}|[0-9]{6}使")
 _CONSULATE = re.compile(rf"[{PROVINCES}][A-Z][{_L}0-9]{{4}}领")  # e.g. 沪A1234领; no 6 digits + 领 shape exists
+_PLATE_SHAPES = (_ORDINARY, _NEV_SMALL, _NEV_LARGE, _EMBASSY, _CONSULATE)
 _VIN = re.compile(r"[A-HJ-NPR-Z0-9]{17}")
+
+# How plate input is read: vimark's choice, one pair of functions for every entry point (CLI flags,
+# the CSV import, every RPC field). What they return is the canonical form, the one stored and
+# signed, so the same car typed three ways is one vehicle.
+# 1. Unicode NFKC, so the full-width forms a Chinese input method types in its full-width mode
+#    (Ａ, ０, the ideographic space U+3000) become ASCII. NFKC leaves the CJK characters of a plate
+#    (the provinces, 挂学警港澳使领) as they are; tests/test_plates.py checks that.
+# 2. Whitespace and the middle dot printed after the authority letter (京A·12345) are dropped:
+#    U+00B7 as Chinese input methods type it, U+30FB as Japanese ones and CJK fonts have it (NFKC
+#    turns the half-width U+FF65 into it), and the bullets U+2022 and U+2219 that phone symbol pads
+#    and copied text offer in its place. They are dropped, never mapped to a character, so no two
+#    plates can be read as one.
+# 3. a-z are read as A-Z (ASCII only: str.upper would turn ß into SS).
+# 4. Plate types: NFKC, spaces around the code dropped, and a single digit is the code with its
+#    leading zero left off (2 is 02).
+# The result must then match GA 36-2018 / GA 24.7 exactly. A signed certificate body is never read
+# through here: its plate was canonical when signed, and the certificate decoder (certificate.py)
+# takes its plate as it is and its plate type only as one of PLATE_TYPES.
+_PLATE_SEPARATORS = frozenset("\u00b7\u30fb\u2022\u2219")
+_ASCII_DIGITS = "0123456789"
+_ASCII_UPPER = str.maketrans("abcdefghijklmnopqrstuvwxyz", "ABCDEFGHIJKLMNOPQRSTUVWXYZ")
+_MAX_PLATE_INPUT = 64  # a plate is at most 9 characters; longer input is refused before NFKC
+
+
+def parse_plate_type(code: str) -> str:
+    """A plate type code as typed (" 2", "０２", "02") -> its two-digit GA 24.7 form ("02")."""
+    text = unicodedata.normalize("NFKC", code).strip()  # spaces around it only: "1 3" is no code
+    if not text:
+        raise InvalidArgument("plate_type", "required: the GA 24.7 plate type code, e.g. 02")
+    if len(text) == 1 and text in _ASCII_DIGITS:
+        text = "0" + text
+    if text not in PLATE_TYPES:
+        raise InvalidArgument("plate_type", f"unknown plate type code {_shown(code)}: one of {', '.join(PLATE_TYPES)}")
+    return text
 
 
 def parse_plate_number(text: str) -> str:
-    """Check a plate number against GA 36-2018's shapes; returns it unchanged."""
-    if not any(p.fullmatch(text) for p in (_ORDINARY, _NEV_SMALL, _NEV_LARGE, _EMBASSY, _CONSULATE)):
-        raise InvalidArgument(
-            "plate_number",
-            f"{text!r} is not a plate number (province + letter + 5 characters, or 6 for new-energy)",
+    """A plate number as typed (京a·12345, 京Ａ１２３４５) -> its canonical form (京A12345).
+
+    A refusal names the GA 36-2018 rule the input breaks.
+    """
+    if len(text) > _MAX_PLATE_INPUT:
+        raise InvalidArgument("plate_number", f"{_shown(text)} is too long for a plate (at most 9 characters)")
+    plate = _canonical_plate_text(text)
+    if any(shape.fullmatch(plate) for shape in _PLATE_SHAPES):
+        return plate
+    shown = _shown(text) if plate == text else f"{_shown(text)} (read as {_shown(plate)})"
+    raise InvalidArgument("plate_number", f"{shown}: {_plate_rule_broken(plate)}")
+
+
+def _canonical_plate_text(text: str) -> str:
+    """Steps 1-3 above, before any shape is checked."""
+    folded = unicodedata.normalize("NFKC", text)
+    return "".join(c for c in folded if not c.isspace() and c not in _PLATE_SEPARATORS).translate(_ASCII_UPPER)
+
+
+def _plate_rule_broken(plate: str) -> str:
+    """In words, the first GA 36 rule broken by a canonical text that matched no plate shape."""
+    if not plate:
+        return "required: a plate number such as 闽C12345"
+    if "使" in plate:
+        return "an embassy plate is 使 and 6 digits, 使 first or last (使123456 or 123456使)"
+    if plate[0] not in PROVINCES:
+        return "a plate starts with a province abbreviation such as 京 or 闽 (or is an embassy plate, 使123456)"
+    if len(plate) < 2 or not "A" <= plate[1] <= "Z":
+        return "the province is followed by the issuing-authority letter A–Z, e.g. the C of 闽C12345"
+    rest = plate[2:]
+    suffix = rest[-1] if rest and rest[-1] in _SUFFIXES + "领" else ""
+    for c in rest[: len(rest) - len(suffix)]:
+        if c in "IO":
+            digit = "0" if c == "O" else "1"
+            return (
+                "letters must be A–Z without I and O (lower case is accepted and read as upper case):"
+                f" {c!r} (the digit {digit}?)"
+            )
+        if c in _SUFFIXES + "领":
+            return f"{c} may only be the last character of a plate"
+        if not ("A" <= c <= "Z" or c in _ASCII_DIGITS):
+            code_point = "" if c.isascii() else f" (U+{ord(c):04X})"
+            return f"{c!r}{code_point} is not a plate character: digits 0–9 and letters A–Z without I and O"
+    n = len(rest)
+    if suffix == "领":
+        return f"a consulate plate has 4 characters between the authority letter and 领; this one has {n - 1}"
+    if suffix:
+        return f"an ordinary plate has 5 characters after the authority letter, {suffix} the last; this one has {n}"
+    if n != 6:
+        return (
+            f"an ordinary plate has 5 characters after the authority letter, new-energy plates have 6; this one has {n}"
         )
-    return text
+    return (
+        f"new-energy plates have 6 characters after the authority letter: an energy letter ({', '.join(_ENERGY)})"
+        " then a letter or digit and 4 digits (闽CD12345), or 5 digits then an energy letter (闽C12345D)"
+    )
+
+
+def _shown(text: str) -> str:
+    """Input quoted in a message, shortened when long: a message stays one readable line."""
+    return repr(text) if len(text) <= 32 else f"{text[:16]!r}… ({len(text)} characters)"
 
 
 def parse_vin(text: str) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import os
 import re
+import string
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,15 +18,17 @@ import segno
 from reportlab.lib.pagesizes import A4
 from reportlab.lib.units import mm
 from reportlab.pdfbase import pdfmetrics
-from reportlab.pdfbase.cidfonts import UnicodeCIDFont
 from reportlab.pdfbase.ttfonts import TTFont
 from reportlab.pdfgen.canvas import Canvas
 
+from vimark.client.domain import PROVINCES
 from vimark.client.errors import VimarkError
 
 __all__ = [
     "ERROR_LEVEL",
     "MAX_VERSION",
+    "PDF_CHARACTERS",
+    "PDF_FONT",
     "QUIET_ZONE",
     "RenderError",
     "qr_matrix",
@@ -43,18 +46,28 @@ QUIET_ZONE = 4
 
 PDF_QR_WIDTH_MM = 60.0
 """Printed width of the symbol itself (quiet zone excluded): ~1.05 mm per module at version 10."""
+PDF_FONT = Path(__file__).resolve().parent / "fonts" / "VimarkPageSansSC-Regular.ttf"
+"""The page's one font, shipped with vimark and embedded (subset) in every PDF: a subset of Noto Sans CJK SC
+(SIL Open Font License 1.1) holding exactly PDF_CHARACTERS. fonts/README.md says how it is made."""
 PDF_FONT_ENV = "VIMARK_PDF_FONT"
-_CID_FONT = "STSong-Light"
-_CJK_FONT_CANDIDATES = (
-    Path("/usr/share/fonts/truetype/wqy/wqy-microhei.ttc"),
-    Path("/usr/share/fonts/truetype/wqy/wqy-zenhei.ttc"),
-    Path("/usr/share/fonts/truetype/arphic/uming.ttc"),
-    Path("/usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc"),
-)
+"""Optional override: the path of another TrueType font (glyf outlines) to embed instead."""
+
+# The page's fixed text. PDF_CHARACTERS (and so the shipped font, fonts/make_subset.py) is derived from these.
+_TITLE = "机动车检验标志电子凭证"
+_SUBTITLE = "Electronic motor-vehicle inspection mark"
+_PLATE_TYPE_LABEL = "号牌种类 Plate type: "
+_VALID_UNTIL_LABEL = "检验有效期至 Valid until: "
+_SERIAL_LABEL = "序列号 Serial: "
+_CAPTION = "扫码核验 Scan to verify"
+_LABELS = (_TITLE, _SUBTITLE, _PLATE_TYPE_LABEL, _VALID_UNTIL_LABEL, _SERIAL_LABEL, _CAPTION)
+# What the fields can hold (GA 36-2018, docs/domain.md "Plates"): a province (or 使/领 on diplomatic plates),
+# capital letters and digits, a trailer/learner/police/Hong Kong/Macao suffix; plate type, month and serial
+# are digits and "-"; a VIN (not on the page today) is capitals and digits too.
+_PLATE_CHARACTERS = PROVINCES + "使领" + "挂学警港澳" + string.ascii_uppercase + string.digits
+PDF_CHARACTERS = "".join(sorted(set(_PLATE_CHARACTERS + "-" + "".join(_LABELS))))
+"""Every character the printable page can draw, sorted: the shipped font's character set, exactly."""
 _VALID_UNTIL = re.compile(r"\d{4}-(0[1-9]|1[0-2])")
 _FORMATS = (".png", ".svg", ".pdf")
-_ASCII = frozenset(chr(code) for code in range(0x20, 0x7F))
-_RUNS = re.compile(r"[\x20-\x7e]+|[^\x20-\x7e]+")
 
 
 class RenderError(VimarkError):
@@ -101,33 +114,44 @@ def render_pdf(
     valid_until: str,
     serial: int | None = None,
 ) -> None:
-    """Write the printable A4 page of a mark: heading, plate, plate type, valid-until, serial, QR."""
+    """Write the printable A4 page of a mark: heading, plate, plate type, valid-until, serial, QR.
+
+    All text is drawn in one embedded font (PDF_FONT, or $VIMARK_PDF_FONT), so the page looks the same
+    in every reader and needs no font on the machine that prints it.
+    """
     qr = qr_matrix(qr_text)
     for field, value in (("plate_number", plate_number), ("plate_type", plate_type)):
         if not value.strip():
             raise RenderError(f"{field} is required for a PDF")
     if not _VALID_UNTIL.fullmatch(valid_until):
         raise RenderError(f"valid_until must be YYYY-MM, got {valid_until!r}")
-    font = _cjk_font()
+    font = _page_font()
+    lines = [f"{_PLATE_TYPE_LABEL}{plate_type}", f"{_VALID_UNTIL_LABEL}{valid_until}"]
+    if serial is not None:
+        lines.append(f"{_SERIAL_LABEL}{serial}")
+    # A character the font lacks would be drawn as its empty box: refuse it before anything is written.
+    # (Plate numbers and types are validated long before this; this is the guard behind them.)
+    fixed = "".join((_TITLE, _SUBTITLE, *lines, _CAPTION))  # the labels too: a VIMARK_PDF_FONT may lack them
+    for field, text in (("plate_number", plate_number), ("plate_type", plate_type), ("page text", fixed)):
+        _require_glyphs(font, field, text)
+
     page_width, page_height = A4
-    canvas = Canvas(str(path), pagesize=A4, invariant=True)
-    canvas.setTitle(f"机动车检验标志电子凭证 {plate_number}")
+    # initialFontName: otherwise the page starts in Helvetica, a font the PDF would name but not embed.
+    canvas = Canvas(str(path), pagesize=A4, invariant=True, initialFontName=font.fontName)
+    canvas.setTitle(f"{_TITLE} {plate_number}")
     canvas.setAuthor("vimark")
     canvas.setSubject("Electronic motor-vehicle inspection mark")
 
     centre = page_width / 2
     y = page_height - 35 * mm
-    _centred_text(canvas, centre, y, "机动车检验标志电子凭证", cjk=font, size=22)
+    _centred_text(canvas, centre, y, _TITLE, font=font, size=22)
     y -= 8 * mm
-    _centred_text(canvas, centre, y, "Electronic motor-vehicle inspection mark", cjk=font, size=11)
+    _centred_text(canvas, centre, y, _SUBTITLE, font=font, size=11)
     y -= 20 * mm
-    _centred_text(canvas, centre, y, plate_number, cjk=font, size=34)
+    _centred_text(canvas, centre, y, plate_number, font=font, size=34)
     y -= 14 * mm
-    lines = [f"号牌种类 Plate type: {plate_type}", f"检验有效期至 Valid until: {valid_until}"]
-    if serial is not None:
-        lines.append(f"序列号 Serial: {serial}")
     for line in lines:
-        _centred_text(canvas, centre, y, line, cjk=font, size=14)
+        _centred_text(canvas, centre, y, line, font=font, size=14)
         y -= 8 * mm
 
     # The symbol, as filled rectangles (one per horizontal run of dark modules) in a single path:
@@ -142,7 +166,7 @@ def render_pdf(
     canvas.setFillColorRGB(0, 0, 0)
     canvas.drawPath(shape, stroke=0, fill=1)
     caption_y = top - (rows + QUIET_ZONE) * module - 4 * mm
-    _centred_text(canvas, centre, caption_y, "扫码核验 Scan to verify", cjk=font, size=11)
+    _centred_text(canvas, centre, caption_y, _CAPTION, font=font, size=11)
     try:
         canvas.save()
     except OSError as exc:
@@ -196,24 +220,9 @@ def _save(qr: segno.QRCode, path: Path, *, kind: str, scale: int) -> None:
         raise RenderError(f"cannot write {path}: {exc}") from exc
 
 
-def _centred_text(canvas: Canvas, x: float, y: float, text: str, *, cjk: str, size: float) -> None:
-    """Draw `text` centred on x: printable ASCII in Helvetica, everything else in the `cjk` font.
-
-    The reader's substitute for a non-embedded CJK font often has poor Latin glyphs, so ASCII runs
-    (digits, the English labels) use a standard PDF font. A lone CJK character drawn on its own is
-    dropped by some text extractors (pdfium, for STSong-Light), so a line with one, such as a plate
-    number 闽C12345, is drawn entirely in the CJK font and stays searchable.
-    """
-    parts = _RUNS.findall(text)
-    if any(len(part) == 1 and part not in _ASCII for part in parts):
-        parts = [text]
-    runs = [(run, "Helvetica" if run[0] in _ASCII else cjk) for run in parts]
-    width = sum(pdfmetrics.stringWidth(run, font, size) for run, font in runs)
-    cursor = x - width / 2
-    for run, font in runs:
-        canvas.setFont(font, size)
-        canvas.drawString(cursor, y, run)
-        cursor += pdfmetrics.stringWidth(run, font, size)
+def _centred_text(canvas: Canvas, x: float, y: float, text: str, *, font: TTFont, size: float) -> None:
+    canvas.setFont(font.fontName, size)
+    canvas.drawCentredString(x, y, text)
 
 
 def _dark_runs(qr: segno.QRCode) -> Iterator[tuple[int, int, int]]:
@@ -228,35 +237,33 @@ def _dark_runs(qr: segno.QRCode) -> Iterator[tuple[int, int, int]]:
                 start = None
 
 
-def _cjk_font() -> str:
-    """Name of the font for Chinese text: $VIMARK_PDF_FONT, else a common system font, else STSong-Light.
-
-    A TrueType font is embedded (subset), so the page prints the same everywhere. STSong-Light is one
-    of the PDF reader's standard CJK fonts: nothing is embedded and the reader supplies the glyphs.
-    """
+def _page_font() -> TTFont:
+    """The font the page is drawn in: $VIMARK_PDF_FONT if set, else the shipped PDF_FONT."""
     configured = os.environ.get(PDF_FONT_ENV)
     if configured:
         try:
             return _truetype_font(configured)
         except Exception as exc:  # reportlab raises assorted errors (TTFError, OSError) for bad files
             raise RenderError(f"{PDF_FONT_ENV}={configured}: not a usable TrueType font ({exc})") from exc
-    for candidate in _CJK_FONT_CANDIDATES:
-        if candidate.is_file():
-            try:
-                return _truetype_font(str(candidate))
-            except Exception:  # e.g. CFF-outline OpenType, which reportlab cannot embed; try the next
-                continue
-    return _cid_font()
+    try:
+        return _truetype_font(str(PDF_FONT))
+    except Exception as exc:  # a broken installation: the font is package data
+        raise RenderError(f"vimark's PDF font {PDF_FONT} cannot be loaded ({exc}); reinstall vimark") from exc
 
 
 @functools.cache
-def _truetype_font(path: str) -> str:
-    name = f"vimark-cjk-{Path(path).stem}"
-    pdfmetrics.registerFont(TTFont(name, path, subfontIndex=0))
-    return name
+def _truetype_font(path: str) -> TTFont:
+    font = TTFont(f"vimark-page-{Path(path).stem}", path, subfontIndex=0)
+    pdfmetrics.registerFont(font)
+    return font
 
 
-@functools.cache
-def _cid_font() -> str:
-    pdfmetrics.registerFont(UnicodeCIDFont(_CID_FONT))
-    return _CID_FONT
+def _require_glyphs(font: TTFont, field: str, text: str) -> None:
+    """Refuse `text` if `font` has no glyph for one of its characters (it would print as a box)."""
+    glyphs = font.face.charToGlyph
+    for character in dict.fromkeys(text):
+        if glyphs.get(ord(character), 0) == 0:  # glyph 0 is .notdef, the box
+            raise RenderError(
+                f"{field} {text!r}: the PDF font {Path(font.face.filename).name} has no glyph for "
+                f"{character!r} (U+{ord(character):04X}), which would print as an empty box"
+            )

@@ -141,6 +141,8 @@ class VimarkClient:
             grpc.secure_channel(target, credentials, options) if credentials else grpc.insecure_channel(target, options)
         )
         self.timeout = timeout
+        self.target = target
+        self.tls = credentials is not None
         self.marks = pb_grpc.MarkServiceStub(self.channel)
         self.registry = rpb_grpc.RegistryServiceStub(self.channel)
         self.audit = apb_grpc.AuditServiceStub(self.channel)
@@ -158,7 +160,20 @@ class VimarkClient:
         try:
             return method(request, timeout=self.timeout)
         except grpc.RpcError as exc:
-            raise error_from_rpc(exc) from None
+            error = error_from_rpc(exc)
+            if isinstance(error, Unavailable):
+                error = Unavailable(f"{error.message}{self.connection_hint(error.message)}")
+            raise error from None
+
+    def connection_hint(self, message: str) -> str:
+        """What a person can do about a connection that failed (one clause, or nothing)."""
+        if "Connection refused" in message:
+            return f" (is a vimark server running at {self.target}? `vimark health --server {self.target}`)"
+        if not self.tls and "Socket closed" in message:
+            return " (the server may require TLS: give --ca, --cert and --key)"
+        if self.tls and any(s in message for s in ("WRONG_VERSION_NUMBER", "handshake", "Handshake", "SSL")):
+            return " (the server may be a development server without TLS: leave out --ca, --cert and --key)"
+        return ""
 
     # -- MarkService ---------------------------------------------------------------------------
     def issue(
@@ -240,6 +255,14 @@ class VimarkClient:
         if end_time is not None:
             request.end_time.FromDatetime(end_time)
         return self._call(self.audit.ListAuditEvents, request)
+
+    def verify_audit_chain(self) -> apb.VerifyAuditChainResponse:
+        return self._call(self.audit.VerifyAuditChain, apb.VerifyAuditChainRequest())
+
+    def prune_audit_events(self, *, before_time: dt.datetime, last_event_id: int) -> apb.PruneAuditEventsResponse:
+        request = apb.PruneAuditEventsRequest(last_event_id=last_event_id)
+        request.before_time.FromDatetime(before_time)
+        return self._call(self.audit.PruneAuditEvents, request)
 
     def audit_events(self, **filters: Any) -> Iterator[apb.AuditEvent]:
         """Every audit event matching `filters` (as list_audit_events takes them), page after page."""

@@ -5,12 +5,16 @@ in-process with the server's own components and cached under load/.data/ by thei
 
 The mix (for N vehicles, from `vimark serve --demo`'s generator, so categories and plates look
 like the road): about 84% of the marks shown are VALID, 5% INSPECTION_EXPIRED (issued with a
-clock inside the vehicle's last validity, which has since ended), 4% SUPERSEDED (the vehicle was
-issued twice; the first text is kept), 5% of vehicles carry a status letter set after their mark
-was issued (C and D block the road: VEHICLE_BLOCKED; G, J, K, L do not: VALID with the status
-shown), 2% FORGED (a real body signed by a key that is not the trusted one, sealed under the
+clock inside the vehicle's last validity, which has since ended), 4% SUPERSEDED (a second mark
+was granted after the first; the first text is kept), 5% of vehicles carry a status letter set
+after their mark was issued (C and D block the road: VEHICLE_BLOCKED; G, J, K, L do not: VALID
+with the status shown), 2% FORGED (a real body signed by a key that is not the trusted one, sealed under the
 trusted key id and seal key). Every expected verdict is the one the server's own Verifier gives,
 computed when the dataset is built.
+
+Every mark is issued for ISSUE_REASON_TRANSFER: a grant that carries the vehicle's validity onto a
+new mark (its first, or one that supersedes the current). A re-download would not do for the
+second mark: it hands the current mark back and writes nothing.
 
 Building writes with SQLite's durability off, on tmpfs where there is one: the dataset is a
 fixture, and a durable build would take minutes (one fsync per mark). Benchmarks run the server
@@ -52,10 +56,12 @@ from vimark.v1 import certificate_pb2
 from vimark.v1 import mark_service_pb2 as pb
 
 DATA_DIR = Path(__file__).resolve().parent / ".data"
-FORMAT = 1  # bump when the generator changes: cached datasets of another format are rebuilt
+FORMAT = 2  # bump when the generator changes: cached datasets of another format are rebuilt
+# 2: marks are TRANSFER grants (a re-download no longer makes a new mark, so SUPERSEDED needs a grant)
 FULL_VEHICLES = 100_000
 QUICK_VEHICLES = 2_000
-_REDOWNLOAD = certificate_pb2.ISSUE_REASON_REDOWNLOAD
+# The grant every vehicle within validity gets, its validity unchanged, on a new mark (a durable write).
+_GRANT = certificate_pb2.ISSUE_REASON_TRANSFER
 
 
 @dataclass(frozen=True)
@@ -66,7 +72,7 @@ class Dataset:
     vehicles: int
     marks: list[tuple[str, str]]  # (QR text, expected verdict name), in a shuffled order
     plates: list[tuple[str, str]]  # (plate type, plate number) of every vehicle, shuffled
-    issuable: list[tuple[str, str]]  # vehicles a REDOWNLOAD Issue succeeds for
+    issuable: list[tuple[str, str]]  # vehicles with a mark that a TRANSFER Issue succeeds for
 
     @property
     def db(self) -> Path:
@@ -167,13 +173,13 @@ def _build(path: Path, n: int, seed: int) -> None:
                 assert v.valid_until is not None
                 then = dt.datetime.combine(month_start(v.valid_until) + dt.timedelta(days=9), dt.time(4), dt.UTC)
                 issuer = Issuer(store, watcher.signer, lambda: then)
-            command = IssueCommand(f"bench-{i}", v.plate_type, v.plate_number, v.vin, _REDOWNLOAD, None, "")
+            command = IssueCommand(f"bench-{i}", v.plate_type, v.plate_number, v.vin, _GRANT, None, "")
             try:
                 mark = issuer.issue(command).mark
-                if kinds[i] == "superseded":  # a second copy: the first text is the one shown
-                    issuer.issue(
-                        IssueCommand(f"bench-{i}-2", v.plate_type, v.plate_number, v.vin, _REDOWNLOAD, None, "")
-                    )
+                if kinds[i] == "superseded":  # a second grant, a new mark: the first text is the one shown
+                    second = IssueCommand(f"bench-{i}-2", v.plate_type, v.plate_number, v.vin, _GRANT, None, "")
+                    if issuer.issue(second).mark.serial == mark.serial:
+                        raise RuntimeError(f"a TRANSFER gave {v.plate_number} its mark again: nothing superseded")
                 if kinds[i] == "status":
                     store.set_status(v.plate_type, v.plate_number, statuses[i])
             except VimarkError:  # a synthetic vehicle the rules refuse: it is looked up, not scanned

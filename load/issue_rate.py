@@ -5,10 +5,13 @@ through a real `vimark serve` process (`--via grpc`).
     python -m load.issue_rate --via grpc [--seconds 5] [--runs 3] [--threads 1 16 64] [--db ...]
 
 Each run uses a fresh database (a SQLite file in a temporary directory, or a fresh PostgreSQL
-database on load.bench's POSTGRES_URL) with 2,000 registered vehicles. In-process, every thread
-issues REDOWNLOAD marks for its own vehicles. Through gRPC, the server seeds them (`--demo`) and
-load/loadgen.py (what load/bench.py's issue benchmarks use: one process per core, grpc.aio)
-keeps `threads` REDOWNLOAD calls in flight in all (load/bench.py: 32 per core). Prints the median Issue/s of the runs.
+database on load/bench/harness.py's POSTGRES_URL) with 2,000 registered vehicles. Every Issue is a TRANSFER:
+a grant that carries the vehicle's validity onto a new mark and supersedes the old one, so each
+writes a mark and a change-log row (a re-download only hands the current mark back). In-process,
+every thread issues for its own vehicles, and a run fails if an Issue wrote nothing. Through gRPC,
+the server (`--role registration`) seeds them (`--demo`) and load/loadgen.py (what
+load/bench/issue.py uses: one process per core, grpc.aio) keeps `threads` calls in flight in all
+(load.bench: 32 per core). Prints the median Issue/s of the runs.
 """
 
 from __future__ import annotations
@@ -17,9 +20,7 @@ import argparse
 import datetime as dt
 import os
 import pickle
-import shutil
 import statistics
-import sys
 import tempfile
 import threading
 import time
@@ -29,7 +30,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from load import loadgen
-from load.bench import scratch_postgres
+from load.bench.harness import free_port, scratch_postgres, serve, vimark_command
 from vimark.client.domain import BLOCKS_ISSUE_MASK, china_date
 from vimark.server import rules
 from vimark.server.demo import demo_vehicles
@@ -42,6 +43,7 @@ from vimark.server.sync import IndexFollower, ReloadableKeyRing
 from vimark.v1 import certificate_pb2
 
 VEHICLES = 2000
+TRANSFER = certificate_pb2.ISSUE_REASON_TRANSFER  # a grant: a new mark each time
 
 
 def _clock() -> dt.datetime:
@@ -82,16 +84,10 @@ def run_once(kind: str, threads: int, seconds: float, workdir: Path, keys: Reloa
                 try:
                     while not stop.is_set():
                         v = mine[i % len(mine)]
-                        command = IssueCommand(
-                            f"rate-{t}-{i}",
-                            v.plate_type,
-                            v.plate_number,
-                            v.vin,
-                            certificate_pb2.ISSUE_REASON_REDOWNLOAD,
-                            None,
-                            "",
-                        )
+                        command = IssueCommand(f"rate-{t}-{i}", v.plate_type, v.plate_number, v.vin, TRANSFER, None, "")
                         issued = issuer.issue(command)
+                        if issued.change_id is None:
+                            raise RuntimeError(f"{command.request_id}: the Issue wrote no mark (a copy or a replay)")
                         sync.catch_up(at_least=issued.change_id)
                         i += 1
                         counts[t] = i
@@ -117,17 +113,12 @@ def run_once(kind: str, threads: int, seconds: float, workdir: Path, keys: Reloa
 
 def run_grpc(kind: str, in_flight: int, seconds: float, workdir: Path) -> float:
     """One `vimark serve --demo` process on a fresh database, loaded by load/loadgen.py with
-    `in_flight` calls in flight in all (load/bench.py keeps 32 per core)."""
-    from load.bench import free_port, serve
-
+    `in_flight` calls in flight in all (load.bench keeps 32 per core)."""
     with _database(kind, workdir) as url:
         target = f"127.0.0.1:{free_port()}"
-        exe = shutil.which("vimark")
-        base = [exe] if exe else [sys.executable, "-c", "from vimark.server.cli.main import main; main()"]
-        command = [*base, "serve", "--db", url, "--keys", str(workdir / "keys"), "--listen", target]
-        command += ["--metrics-port", "0", "--role", "issuer", "--shutdown-delay", "0", "--demo", str(VEHICLES)]
+        command = [*vimark_command(url, workdir / "keys", target, "registration", 1), "--demo", str(VEHICLES)]
         with serve(command, target, workdir / f"serve-{uuid.uuid4().hex[:8]}.log"):
-            # The vehicles seed_demo gave a mark (its clock is the real one): a REDOWNLOAD succeeds for each.
+            # The vehicles seed_demo gave a mark (its clock is the real one): a TRANSFER succeeds for each.
             today = china_date(dt.datetime.now(dt.UTC))
             plates = [
                 (v.plate_type, v.plate_number)
@@ -136,7 +127,7 @@ def run_grpc(kind: str, in_flight: int, seconds: float, workdir: Path) -> float:
             ]
             source = workdir / f"issue-{uuid.uuid4().hex[:8]}.pickle"
             tag = f"rate-{uuid.uuid4().hex[:8]}"
-            source.write_bytes(pickle.dumps(loadgen.IssueSource(plates, tag, certificate_pb2.ISSUE_REASON_REDOWNLOAD)))
+            source.write_bytes(pickle.dumps(loadgen.IssueSource(plates, tag, TRANSFER)))
             processes = min(in_flight, os.cpu_count() or 1)
             load = loadgen.Load(
                 target, "Issue", source, seconds, warmup=1.0, processes=processes, concurrency=in_flight // processes

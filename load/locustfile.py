@@ -5,10 +5,14 @@
 
 Users (weights): police terminals scan a mark and Verify it, and now and then look a plate up
 (LookupVehicleStatus) when no QR is shown, with the think time of a checkpoint; the public app
-Verifies a mark it was shown; partners send VerifyBatch of 50-256 marks; inspection stations
-Issue (a re-download: the one issue reason the rules grant any vehicle within validity, so a
-scenario run has no refusals). Every RPC is reported by its name; a failure is reported by its
-gRPC status code (a verdict is an answer, not a failure).
+Verifies a mark it was shown; partners send VerifyBatch of 50-256 marks; the registration system
+Issues after a transfer or a change of particulars (a grant that carries the vehicle's validity
+onto a new mark and supersedes the old one: a write); the owner-facing service Issues a
+re-download (the vehicle's current mark handed back: no write). Both reasons are granted to any
+vehicle within validity, so a scenario run has no refusals. Inspection stations are not simulated:
+their reasons (inspection passed, exemption) are refused outside a vehicle's window. Every RPC is
+reported by its name; a failure is reported by its gRPC status code (a verdict is an answer, not a
+failure).
 
 Environment (set by load/scenario.py): VIMARK_LOAD_DATASET (a built dataset directory),
 VIMARK_LOAD_ISSUER_HOST (the server Issue goes to; default --host), VIMARK_LOAD_TLS (a `vimark pki`
@@ -16,7 +20,7 @@ directory: each user then presents its own client certificate, ROLE-ID.pem, and 
 decides the role from it), VIMARK_LOAD_CERTS_PER_ROLE.
 
 gRPC under locust runs on gevent (grpc.experimental.gevent), as locust's own gRPC example does;
-the benchmarks in load/bench.py use their own asyncio generator instead.
+the benchmarks in load/bench/ use their own asyncio generator (load/loadgen.py) instead.
 """
 
 from __future__ import annotations
@@ -190,15 +194,13 @@ class Partner(VimarkUser):
         self.call(self.stub.VerifyBatch, pb.VerifyBatchRequest(qr_texts=marks[start : start + size]))
 
 
-class InspectionStation(VimarkUser):
-    """A station's system issuing marks (a re-download: see the module doc)."""
+class _Issuing(VimarkUser):
+    """A system that Issues marks for the dataset's issuable vehicles, for one of `reasons`."""
 
-    weight = 1
-    role = "issuer"
+    abstract = True
     issuer_host = True
-    wait_time = between(3, 10)
+    reasons: tuple[int, ...] = ()
 
-    @task
     def issue(self) -> None:
         d = data()
         plate_type, plate_number = self.rng.choice(d.issuable)
@@ -208,9 +210,35 @@ class InspectionStation(VimarkUser):
                 request_id=f"{d.run}-{next(d.issues)}",
                 plate_type=plate_type,
                 plate_number=plate_number,
-                reason=certificate_pb2.ISSUE_REASON_REDOWNLOAD,
+                reason=self.rng.choice(self.reasons),  # type: ignore[arg-type]
             ),
         )
+
+
+class RegistrationSystem(_Issuing):
+    """The registration system after a transfer or a change: a new mark, the old one superseded."""
+
+    weight = 1
+    role = "registration"
+    wait_time = between(3, 10)
+    reasons = (certificate_pb2.ISSUE_REASON_TRANSFER, certificate_pb2.ISSUE_REASON_CHANGE)
+
+    @task
+    def grant(self) -> None:
+        self.issue()
+
+
+class OwnerService(_Issuing):
+    """The owner-facing service downloading a vehicle's current mark again (no new mark)."""
+
+    weight = 1
+    role = "owner_service"
+    wait_time = between(3, 10)
+    reasons = (certificate_pb2.ISSUE_REASON_REDOWNLOAD,)
+
+    @task
+    def redownload(self) -> None:
+        self.issue()
 
 
 @events.init.add_listener

@@ -6,7 +6,7 @@ Writes DIR/locust_stats.csv, locust_failures.csv, locust_stats_history.csv and l
 (default DIR: load/.reports/) and exits with locust's status (1 if any call failed).
 
 One TLS server runs with a fresh `vimark pki` CA, and every simulated user presents its own client
-certificate, its role taken from it, as real terminals, apps, partners and stations do.
+certificate, its role taken from it, as real terminals, apps, partners and issuing systems do.
 """
 
 from __future__ import annotations
@@ -22,15 +22,11 @@ import tempfile
 from pathlib import Path
 
 from load import dataset as datasets
-from load.bench import ROOT, free_port
+from load.bench.harness import ROOT, free_port, vimark_executable
 
 LOCUSTFILE = Path(__file__).resolve().parent / "locustfile.py"
-ROLES_WEIGHTS = {"police": 6, "public": 3, "partner": 1, "issuer": 1}  # as in locustfile.py
-
-
-def _vimark() -> list[str]:
-    exe = shutil.which("vimark")
-    return [exe] if exe else [sys.executable, "-c", "from vimark.server.cli.main import main; main()"]
+# as in locustfile.py: the role of each user class and its weight
+ROLES_WEIGHTS = {"police": 6, "public": 3, "partner": 1, "registration": 1, "owner_service": 1}
 
 
 def _pki(directory: Path, users: int) -> None:
@@ -65,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
             _pki(pki, args.users)
             env["VIMARK_LOAD_TLS"] = str(pki)
             police = f"localhost:{free_port()}"  # the name the server certificate carries
-            command = [*_vimark(), "serve", "--db", url, "--keys", str(keys), "--listen", police]
+            command = [*vimark_executable(), "serve", "--db", url, "--keys", str(keys), "--listen", police]
             command += ["--metrics-port", "0", "--tls-cert", str(pki / "server.pem")]
             command += ["--tls-key", str(pki / "server.key"), "--client-ca", str(pki / "ca.pem")]
             # The harness waits for health over plaintext; with TLS it waits on the log instead.

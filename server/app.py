@@ -22,13 +22,13 @@ from typing import Protocol
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
-from prometheus_client import start_http_server
+from grpc_reflection.v1alpha import reflection, reflection_pb2, reflection_pb2_grpc
 
 from vimark.client.domain import Clock, system_clock
 from vimark.client.errors import TlsFileError, Unavailable, VimarkError
 from vimark.server import rules
 from vimark.server.audit import AuditLog
+from vimark.server.audit_service import AuditService
 from vimark.server.auth import Authenticator, CertificateAuth, DevAuth, server_credentials
 from vimark.server.batcher import SignatureEngine
 from vimark.server.demo import seed_demo
@@ -37,10 +37,10 @@ from vimark.server.index import ValidityIndex
 from vimark.server.issuer import Issuer
 from vimark.server.keys import KeyDirectory
 from vimark.server.limits import RateLimiter
-from vimark.server.metrics import Metrics
+from vimark.server.metrics import Metrics, MetricsServer, serve_metrics
 from vimark.server.policy import DEFAULT_RATES, Rate, Role
-from vimark.server.service import AuditService, MarkService, RegistryService
-from vimark.server.store import Store
+from vimark.server.service import MarkService, RegistryService
+from vimark.server.store import Store, displayed
 from vimark.server.sync import IndexFollower, ReloadableKeyRing
 from vimark.server.verifier import Verifier
 from vimark.v1 import (
@@ -57,6 +57,9 @@ log = logging.getLogger("vimark.server")
 # Large enough for a full VerifyBatch (1,000 x 1,024 characters); anything bigger is refused
 # by gRPC before it is read into a message.
 MAX_MESSAGE_BYTES = 2 * 1024 * 1024
+DATABASE_WAIT_LOG_SECONDS = 60.0  # while the database does not answer at start, say so this often
+MAX_DATABASE_RETRY_SECONDS = 10.0  # and try again after a growing pause, up to this
+
 SERVICE_NAMES = (
     mark_service_pb2.DESCRIPTOR.services_by_name["MarkService"].full_name,
     registry_service_pb2.DESCRIPTOR.services_by_name["RegistryService"].full_name,
@@ -88,6 +91,7 @@ class ServerConfig:
     max_concurrent_rpcs: int = 512  # beyond this gRPC answers RESOURCE_EXHAUSTED at once
     reuse_port: bool = False  # True for `serve --workers N`: N processes share the port
     metrics_port: int = 0  # 0: no metrics endpoint
+    metrics_host: str = "127.0.0.1"  # where /metrics listens (with --workers N, worker i on metrics_port + i)
     presentation_lifetime: dt.timedelta = dt.timedelta(minutes=3)
     poll_interval: float = 0.2  # seconds between change-log polls
     max_workers: int = 16
@@ -97,6 +101,25 @@ class ServerConfig:
     shutdown_delay: float = 0.0  # seconds between NOT_SERVING and draining, for balancers to notice
     clock: Clock = system_clock
     rule_config: rules.RuleConfig = field(default_factory=rules.RuleConfig)
+
+
+REFLECTION_V1 = "grpc.reflection.v1.ServerReflection"
+
+
+def enable_reflection(service_names: tuple[str, ...], server: grpc.Server) -> None:
+    """Server reflection as both grpc.reflection.v1 (what current tools such as grpcurl ask first)
+    and v1alpha. grpcio-reflection implements only v1alpha; v1's messages are the same on the wire
+    (the same fields and numbers under a new package name), so one servicer answers both."""
+    servicer = reflection.ReflectionServicer((*service_names, reflection.SERVICE_NAME, REFLECTION_V1))
+    reflection_pb2_grpc.add_ServerReflectionServicer_to_server(servicer, server)
+    v1 = grpc.stream_stream_rpc_method_handler(
+        servicer.ServerReflectionInfo,
+        request_deserializer=reflection_pb2.ServerReflectionRequest.FromString,
+        response_serializer=reflection_pb2.ServerReflectionResponse.SerializeToString,
+    )
+    server.add_generic_rpc_handlers(
+        (grpc.method_handlers_generic_handler(REFLECTION_V1, {"ServerReflectionInfo": v1}),)
+    )
 
 
 def require_loopback(listen: str) -> None:
@@ -182,8 +205,9 @@ class VimarkServer:
         threads = config.max_workers
         self.guard = CallGuard(
             auth,
-            # TLS callers are bounded one by one; development mode has one caller, so a global
-            # bound only, which always leaves a thread free.
+            # Stalled calls (still reading their request after a grace): TLS callers are bounded one
+            # by one and together to half the threads; development mode has one caller, so a
+            # global bound only, which always leaves a thread free.
             total=max(1, threads // 2) if config.tls is not None else max(1, threads - 1),
             per_caller=config.max_waiting_per_caller if config.tls is not None else None,
             max_streams=max(1, threads // 4),
@@ -232,22 +256,26 @@ class VimarkServer:
             self.server,
         )
         audit_service_pb2_grpc.add_AuditServiceServicer_to_server(
-            AuditService(self.metrics, self.sync, auth, limiter, store=self.store), self.server
+            AuditService(self.metrics, self.sync, auth, limiter, store=self.store, clock=config.clock), self.server
         )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
-        reflection.enable_server_reflection(
-            (*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
-            self.server,
-        )
+        enable_reflection((*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name), self.server)
         self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
-        if config.tls is None:
-            self.port = self.server.add_insecure_port(config.listen)
-        else:
-            tls = config.tls
-            self.port = self.server.add_secure_port(config.listen, server_credentials(tls.cert, tls.key, tls.client_ca))
+        try:
+            if config.tls is None:
+                self.port = self.server.add_insecure_port(config.listen)
+            else:
+                tls = config.tls
+                credentials = server_credentials(tls.cert, tls.key, tls.client_ca)
+                self.port = self.server.add_secure_port(config.listen, credentials)
+        except RuntimeError:  # grpcio raises it for an address it cannot bind
+            self.port = 0
         if self.port == 0:
-            raise VimarkError(f"cannot listen on {config.listen}", reason="LISTEN_FAILED")
+            raise VimarkError(
+                f"cannot listen on {config.listen}: in use or not an address of this host", reason="LISTEN_FAILED"
+            )
         self.metrics_port = 0
+        self._http: MetricsServer | None = None
 
     def _set_health(self, status: int) -> None:
         for name in ("", *SERVICE_NAMES):
@@ -255,13 +283,17 @@ class VimarkServer:
 
     def start(self) -> None:
         if self.config.metrics_port:
+            where = f"{self.config.metrics_host}:{self.config.metrics_port}"
             try:
-                http, _ = start_http_server(self.config.metrics_port, "127.0.0.1", registry=self.metrics.registry)
+                http, self.metrics_port = serve_metrics(
+                    self.config.metrics_host, self.config.metrics_port, self.metrics.registry
+                )
             except OSError as exc:
                 raise VimarkError(
-                    f"cannot serve metrics on port {self.config.metrics_port}: {exc}", reason="LISTEN_FAILED"
+                    f"cannot serve metrics on {where}: {exc.strerror or exc}; give --metrics-listen HOST:PORT "
+                    "(or --metrics-port 0: no metrics)",
+                    reason="LISTEN_FAILED",
                 ) from None
-            self.metrics_port = http.server_port
             self._http = http
         self.audit.start()
         self.signatures.start()
@@ -283,6 +315,7 @@ class VimarkServer:
         self._threads.append(thread)
 
     def _load_then_tail(self) -> None:
+        pause, said = 0.5, -float("inf")
         while not self._stop.is_set():
             try:
                 self.store.migrate()
@@ -293,8 +326,17 @@ class VimarkServer:
                 self.sync.load()
                 break
             except Exception as exc:  # the database may come up later: keep trying, NOT_SERVING
-                log.warning("cannot load the index yet: %s", exc, exc_info=not isinstance(exc, Unavailable))
-                self._stop.wait(1.0)
+                if time.monotonic() - said >= DATABASE_WAIT_LOG_SECONDS:  # once a minute, not once a try
+                    said = time.monotonic()
+                    log.warning(
+                        "database %s does not answer (%s); NOT_SERVING until it does, retrying every %.0f s at most",
+                        displayed(self.config.db_url),
+                        str(exc).splitlines()[0] if str(exc) else type(exc).__name__,
+                        MAX_DATABASE_RETRY_SECONDS,
+                        exc_info=not isinstance(exc, Unavailable),
+                    )
+                self._stop.wait(pause)
+                pause = min(pause * 2, MAX_DATABASE_RETRY_SECONDS)
         if self._stop.is_set():
             return
         self.readiness.mark_ready()
@@ -336,8 +378,8 @@ class VimarkServer:
         for thread in self._threads:
             thread.join(timeout=5)
         self.audit.close()  # what drained calls recorded is written before the store closes
-        if getattr(self, "_http", None) is not None:
-            self._http.shutdown()
+        if self._http is not None:
+            self._http.stop()
         self.store.close()
 
     def wait(self) -> None:

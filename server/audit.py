@@ -23,16 +23,15 @@ from typing import Protocol
 
 from vimark.server.auth import Caller
 from vimark.server.metrics import Metrics
-from vimark.server.policy import Role
 from vimark.server.records import AuditEvent
 
 log = logging.getLogger("vimark.server")
 
 _MAX_RETRY_INTERVAL = 5.0  # seconds between attempts while the database stays down
 
-# What record() appends: (at, caller_id, role, rpc, plate_type, plate_number, verdict, serial).
-# A plain tuple, because building it is the whole cost of recording; AuditEvents are made off the hot path.
-_Pending = tuple[float, str, Role, str, str, str, str, int]
+# What record() appends: (at, caller, rpc, plate_type, plate_number, verdict, serial). A plain
+# tuple, because building it is the whole cost of recording; AuditEvents are made off the hot path.
+_Pending = tuple[float, Caller, str, str, str, str, int]
 BatchItem = tuple[str, str, str, int]  # (plate_type, plate_number, verdict, serial) for record_many
 
 
@@ -82,12 +81,11 @@ class AuditLog:
         queue = self._queue
         if len(queue) == self._max_backlog:  # full: the append below pushes out the oldest
             self._overflow(1)
-        queue.append((at, caller.caller_id, caller.role, rpc, plate_type, plate_number, verdict, serial))
+        queue.append((at, caller, rpc, plate_type, plate_number, verdict, serial))
 
     def record_many(self, caller: Caller, rpc: str, items: Iterable[BatchItem], at: float) -> None:
         """Accept one event per (plate_type, plate_number, verdict, serial), e.g. a VerifyBatch's items."""
-        caller_id, role = caller.caller_id, caller.role
-        pending = [(at, caller_id, role, rpc, t, p, v, s) for t, p, v, s in items]
+        pending = [(at, caller, rpc, t, p, v, s) for t, p, v, s in items]
         queue = self._queue
         overflow = len(queue) + len(pending) - self._max_backlog
         if overflow > 0:
@@ -170,15 +168,25 @@ class AuditLog:
         # Only this thread takes from the queue, and appends never shorten it: these pops succeed.
         items = [queue.popleft() for _ in range(min(len(queue), self._batch_size))]
         events: list[AuditEvent] = []
-        for at, caller_id, role, rpc, plate_type, plate_number, verdict, serial in items:
+        for at, caller, rpc, plate_type, plate_number, verdict, serial in items:
             try:
                 when = dt.datetime.fromtimestamp(at, dt.UTC)
                 events.append(
-                    AuditEvent(when, caller_id, role.value, rpc, plate_type, plate_number, verdict, int(serial))
+                    AuditEvent(
+                        when,
+                        caller.caller_id,
+                        caller.role.value,
+                        rpc,
+                        plate_type,
+                        plate_number,
+                        verdict,
+                        int(serial),
+                        caller.fingerprint,
+                    )
                 )
             except (TypeError, ValueError, OverflowError, OSError, AttributeError):
                 self._metrics.audit_dropped.inc()
-                log.exception("audit event not recordable, dropped: %r", (at, caller_id, role, rpc, plate_number))
+                log.exception("audit event not recordable, dropped: %r", (at, caller, rpc, plate_number))
         self._in_hand = events
 
     def _write(self) -> bool:

@@ -18,13 +18,14 @@ import re
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Protocol, cast
 
 import grpc
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from vimark.client.errors import TlsFileError, Unauthenticated
@@ -42,6 +43,14 @@ class Caller:
     role: Role
     caller_id: str  # e.g. a terminal number; what the audit log and the rate limiter key on
     unrestricted: bool = False  # development mode's default caller: every RPC, the full view
+    # SHA-256 of the client certificate (hex): tells a revoked certificate from its replacement,
+    # which share role and id. Empty in development mode.
+    fingerprint: str = ""
+
+    @property
+    def name(self) -> str:
+        """role/caller_id, as marks and the audit log record it."""
+        return f"{self.role.value}/{self.caller_id}"
 
 
 class Authenticator(Protocol):
@@ -192,8 +201,9 @@ class CertificateAuth:
         except ValueError as exc:
             return _Identity(None, 0, f"unreadable certificate: {exc}")
         try:
+            named = caller_from_certificate(cert)
             identity = _Identity(
-                caller_from_certificate(cert),
+                replace(named, fingerprint=cert.fingerprint(hashes.SHA256()).hex()),
                 cert.serial_number,
                 "",
                 cert.not_valid_before_utc.timestamp(),

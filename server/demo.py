@@ -86,5 +86,6 @@ def seed_demo(store: Store, issuer: Issuer, n: int, clock: Clock) -> str:
     sample = vehicles[0]
     return (
         f"seeded {n} vehicles and {issued} marks ({refused} refused by the rules); "
-        f"try: vimark present --plate-number {sample.plate_number} --plate-type {sample.plate_type}"
+        f"try: vimark lookup --plate-number {sample.plate_number} --plate-type {sample.plate_type}"
+        " (against a TLS server, with --ca, --cert and --key of a police or operator certificate)"
     )

@@ -8,11 +8,11 @@ So this interceptor serves every method with a request stream instead, and in th
 
   1. identify the caller (certificate, CRL, expiry: `Authenticator.identify`) and, for vimark's
      own RPCs, check that its role may call the method (policy.py): refused at once otherwise;
-  2. take a waiting slot: at most `per_caller` calls of one certificate, and `total` calls in all,
-     may wait for their request message; beyond that RESOURCE_EXHAUSTED at once;
-  3. read the one message, dropping the call (CANCELLED) if it has not arrived within
-     `receive_timeout` seconds;
-  4. give the slot back and run the method with the caller known (rpc.py reads it from here).
+  2. refuse it at once (RESOURCE_EXHAUSTED) if its caller already holds `per_caller` stalled calls
+     (reading their request for over `stall_grace` seconds), or the server `total`;
+  3. read the one message; a call still reading after `receive_timeout` seconds, or a stalled one
+     beyond those allowances, is dropped (CANCELLED) and its thread freed;
+  4. run the method with the caller known (rpc.py reads it from here).
 
 Long-lived streams (a health Watch, reflection) are capped server-wide as well, since they hold a
 thread for as long as the client likes. Development mode has one shared caller: `per_caller` is
@@ -22,7 +22,6 @@ None there and only the global bounds apply.
 from __future__ import annotations
 
 import contextvars
-import heapq
 import itertools
 import logging
 import threading
@@ -77,53 +76,70 @@ class Slots:
                 del self._by_key[key]
 
 
-class Watchdog:
-    """Cancels calls whose request message has not arrived by their deadline. One thread for the
-    whole server (a timer per call would cost a thread per call); it sleeps while nothing waits."""
+class Waiting:
+    """The calls reading their request message, and which of them are stalled: still reading after
+    `grace` seconds. A request almost always arrives with its call, so only a caller that holds
+    calls open without sending is counted, never one that is merely busy. One thread for the whole
+    server (a timer per call would cost a thread per call) cancels a call that is past `timeout`,
+    and the newest stalled calls beyond `per_key` of one caller or `total` in all."""
 
-    def __init__(self) -> None:
-        self._deadlines: list[tuple[float, int, grpc.ServicerContext]] = []
-        self._live: set[int] = set()
+    def __init__(self, total: int, per_key: int | None, grace: float, timeout: float) -> None:
+        self._total = total
+        self._per_key = per_key
+        self._grace = grace
+        self._timeout = timeout
+        self._calls: dict[int, tuple[float, object, grpc.ServicerContext]] = {}  # ticket -> (start, key, call)
         self._tickets = itertools.count()
-        self._wake = threading.Condition()
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def watch(self, context: grpc.ServicerContext, seconds: float) -> int:
+    def admit(self, key: object) -> bool:
+        """Whether a call of `key` may start reading: refused at once while the caller (or the
+        server) already has its allowance of stalled calls."""
+        stalled_before = time.monotonic() - self._grace
+        with self._lock:
+            stalled = [k for started, k, _ in self._calls.values() if started <= stalled_before]
+        return len(stalled) < self._total and (self._per_key is None or stalled.count(key) < self._per_key)
+
+    def watch(self, key: object, context: grpc.ServicerContext) -> int:
         ticket = next(self._tickets)
-        with self._wake:
-            self._live.add(ticket)
-            heapq.heappush(self._deadlines, (time.monotonic() + seconds, ticket, context))
+        with self._lock:
+            self._calls[ticket] = (time.monotonic(), key, context)
             if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name="vimark-receive-watchdog", daemon=True)
+                self._thread = threading.Thread(target=self._run, name="vimark-receive-watch", daemon=True)
                 self._thread.start()
-            elif self._deadlines[0][1] == ticket:
-                self._wake.notify()
+        self._wake.set()
         return ticket
 
     def release(self, ticket: int) -> None:
-        with self._wake:
-            self._live.discard(ticket)
+        with self._lock:
+            self._calls.pop(ticket, None)
 
     def _run(self) -> None:
+        tick = min(self._grace, self._timeout) / 4
         while True:
-            expired: list[grpc.ServicerContext] = []
-            with self._wake:
-                while self._deadlines and self._deadlines[0][1] not in self._live:
-                    heapq.heappop(self._deadlines)  # released in time: forget it
-                if not self._deadlines:
-                    self._wake.wait()
+            self._wake.wait()
+            time.sleep(tick)
+            now = time.monotonic()
+            with self._lock:
+                if not self._calls:
+                    self._wake.clear()
                     continue
-                due = self._deadlines[0][0] - time.monotonic()
-                if due > 0:
-                    self._wake.wait(due)
-                    continue
-                while self._deadlines and self._deadlines[0][0] <= time.monotonic():
-                    _, ticket, context = heapq.heappop(self._deadlines)
-                    if ticket in self._live:
-                        self._live.discard(ticket)
-                        expired.append(context)
-            for context in expired:
-                context.cancel()  # type: ignore[no-untyped-call]  # wakes the handler's read, which gives up the thread
+                oldest_first = sorted(self._calls.items(), key=lambda item: item[1][0])
+                doomed = [t for t, (started, _, _) in oldest_first if now - started > self._timeout]
+                stalled = [
+                    (t, k) for t, (started, k, _) in oldest_first if self._grace < now - started <= self._timeout
+                ]
+                per_key: dict[object, int] = {}
+                for position, (ticket, key) in enumerate(stalled):
+                    per_key[key] = per_key.get(key, 0) + 1
+                    over_key = self._per_key is not None and per_key[key] > self._per_key
+                    if over_key or position >= self._total:
+                        doomed.append(ticket)
+                cancelled = [self._calls.pop(t)[2] for t in doomed]
+            for context in cancelled:
+                context.cancel()  # type: ignore[no-untyped-call]  # wakes the handler's read, freeing its thread
 
 
 class CallGuard(grpc.ServerInterceptor):  # type: ignore[type-arg,misc]
@@ -135,13 +151,13 @@ class CallGuard(grpc.ServerInterceptor):  # type: ignore[type-arg,misc]
         per_caller: int | None,
         max_streams: int,
         receive_timeout: float = 3.0,
+        stall_grace: float = 0.25,
     ) -> None:
         self._auth = auth
-        self._waiting = Slots(total, per_caller)
+        self._waiting = Waiting(total, per_caller, grace=stall_grace, timeout=receive_timeout)
         self._per_caller = per_caller
         self._streams = Slots(max_streams)
         self._receive_timeout = receive_timeout
-        self._watchdog = Watchdog()
         self.refused = 0  # calls turned away at the door (tests and the log read it)
 
     def intercept_service(
@@ -183,18 +199,17 @@ class CallGuard(grpc.ServerInterceptor):  # type: ignore[type-arg,misc]
         def guarded(requests: Iterator[Any], context: grpc.ServicerContext) -> Any:
             caller = self._identify(context, name, allowed)
             key = (caller.role, caller.caller_id) if self._per_caller is not None else None
-            if not self._waiting.take(key):
+            if not self._waiting.admit(key):
                 self.refused += 1
                 busy = "too many calls of this caller are waiting for their request; send the request with the call"
                 abort(context, ResourceExhausted(busy, retry_after=self._receive_timeout, reason="SERVER_BUSY"))
-            ticket = self._watchdog.watch(context, self._receive_timeout)
+            ticket = self._waiting.watch(key, context)
             try:
                 request = next(requests, None)
-            except grpc.RpcError:  # cancelled by the watchdog, or by the client
+            except grpc.RpcError:  # cancelled for stalling, or by the client
                 request = None
             finally:
-                self._watchdog.release(ticket)
-                self._waiting.give_back(key)
+                self._waiting.release(ticket)
             if request is None:
                 abort(context, InvalidArgument("request", "no request message within the time allowed"))
             token = _CALLER.set(caller)

@@ -7,6 +7,7 @@ a scanned QR.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,7 +26,7 @@ from vimark.client.domain import (
 from vimark.client.errors import InvalidArgument, NotFound, RuleViolation
 from vimark.server import rules
 from vimark.server.keys import KeyRing
-from vimark.server.records import MarkPlan, MarkRecord, VehicleRecord
+from vimark.server.records import CopyPlan, MarkPlan, MarkRecord, VehicleRecord
 
 _REASON_VALUES = frozenset(r.value for r in rules.IssueReason)
 MAX_REQUEST_ID = 64
@@ -55,9 +56,10 @@ class IssuingStore(Protocol):
         request_id: str,
         plate_type: str,
         plate_number: str,
-        decide: Callable[[VehicleRecord, MarkRecord | None], MarkPlan],
-        sign: Callable[[int, VehicleRecord, MarkPlan], tuple[str, int]],
-    ) -> tuple[MarkRecord, bool, int | None]: ...
+        decide: Callable[[VehicleRecord, MarkRecord | None], MarkPlan | CopyPlan],
+        sign: Callable[[int, VehicleRecord, MarkTerms], tuple[str, int]],
+        digest: str = "",
+    ) -> tuple[MarkRecord, bool, int | None, str]: ...
 
 
 class VehicleView(Protocol):
@@ -70,7 +72,7 @@ class VehicleView(Protocol):
 @dataclass(frozen=True)
 class Issued:
     """An Issue's answer: the mark, whether it replays an earlier request, and the change-log id
-    that made it current (None for a replay: nothing was written). Returned after the commit."""
+    that made it current (None for a replay or a copy: no mark was written). Returned after the commit."""
 
     mark: MarkRecord
     replayed: bool
@@ -88,6 +90,14 @@ class IssueCommand:
     reason: int  # IssueReason
     inspected_on: dt.date | None
     station_id: str
+    issued_by: str = ""  # the calling certificate, role/caller_id
+    issuer_fingerprint: str = ""  # its SHA-256, hex
+
+    def digest(self) -> str:
+        """What makes two requests under one request id the same request (the caller included)."""
+        fields = [self.plate_type, self.plate_number, self.vin, str(self.reason), str(self.inspected_on or "")]
+        fields += [self.station_id, self.issued_by]
+        return hashlib.sha256("\x1f".join(fields).encode()).hexdigest()
 
     @classmethod
     def parse(
@@ -134,6 +144,11 @@ class Signer:
         with self._lock:
             self._keyring = keyring
 
+    def active_key_id(self) -> int:
+        """The key that signs new marks now (0: none)."""
+        with self._lock:
+            return self._keyring.active_key_id
+
     def sign(self, body: cert.CertificateBody) -> tuple[str, int]:
         """Returns (QR text, signing key id)."""
         with self._lock:
@@ -166,7 +181,7 @@ class Issuer:
         now = self.clock()
         today = china_date(now)
 
-        def decide(vehicle: VehicleRecord, current: MarkRecord | None) -> MarkPlan:
+        def decide(vehicle: VehicleRecord, current: MarkRecord | None) -> MarkPlan | CopyPlan:
             if command.vin and command.vin != vehicle.vin:
                 raise InvalidArgument("vin", f"{command.vin} is not the registered VIN of {vehicle.plate_number}")
             reason = rules.IssueReason(command.reason)
@@ -179,6 +194,10 @@ class Issuer:
             valid_until = rules.new_valid_until(
                 vehicle.facts(), reason, vehicle.valid_until, today, command.inspected_on, self.config
             )
+            if reason in rules.COPY_REASONS and live is not None:
+                # A copy is the current mark again (same serial, same validity): the owner's other
+                # copies stay valid. Signed afresh only if its key no longer signs.
+                return CopyPlan(resign=live.key_id != self.signer.active_key_id())
             # The validity this mark attests began when it was granted: an unbroken validity (a copy,
             # or a renewal before the old one ended) keeps its start; otherwise it starts now (or on
             # the inspection day).
@@ -186,16 +205,32 @@ class Issuer:
                 valid_from = live.valid_from
             else:
                 valid_from = command.inspected_on or today
-            return MarkPlan(valid_until, command.reason, now, valid_from, command.inspected_on, command.station_id)
+            return MarkPlan(
+                valid_until,
+                command.reason,
+                now,
+                valid_from,
+                command.inspected_on,
+                command.station_id,
+                issued_by=command.issued_by,
+                issuer_fingerprint=command.issuer_fingerprint,
+            )
 
-        def sign(serial: int, vehicle: VehicleRecord, plan: MarkPlan) -> tuple[str, int]:
-            return self.signer.sign(self.body(serial, vehicle, plan, cert.Presentation.PRESENTATION_OFFLINE))
+        def sign(serial: int, vehicle: VehicleRecord, terms: MarkTerms) -> tuple[str, int]:
+            return self.signer.sign(self.body(serial, vehicle, terms, cert.Presentation.PRESENTATION_OFFLINE))
 
-        mark, replayed, change_id = self.store.issue(
-            command.request_id, command.plate_type, command.plate_number, decide, sign
+        digest = command.digest()
+        mark, replayed, change_id, first_digest = self.store.issue(
+            command.request_id, command.plate_type, command.plate_number, decide, sign, digest
         )
         if replayed and (mark.plate_type, mark.plate_number) != (command.plate_type, command.plate_number):
             raise InvalidArgument("request_id", f"{command.request_id!r} was already used for another vehicle")
+        if replayed and first_digest and first_digest != digest:
+            raise InvalidArgument(
+                "request_id",
+                f"{command.request_id!r} was already used for another request (its reason, inspection date, "
+                "station or caller differ): give this request an id of its own",
+            )
         return Issued(mark, replayed, change_id)
 
     @staticmethod

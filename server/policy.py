@@ -14,12 +14,16 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from vimark.server.rules import IssueReason
+
 
 class Role(enum.Enum):
     POLICE = "police"  # handheld terminals: full status
     PUBLIC = "public"  # the public app: valid or not, plate, valid-until
     PARTNER = "partner"  # insurers, rental and used-car platforms
-    ISSUER = "issuer"  # inspection stations and the registration system
+    STATION = "station"  # inspection stations: marks after a passed inspection or an exemption
+    REGISTRATION = "registration"  # the registration system: marks after registration, transfer, change
+    OWNER_SERVICE = "owner_service"  # the owner-facing service: a mark's copies (download, lost paper)
     OPERATOR = "operator"  # vimark's operators
 
 
@@ -54,40 +58,85 @@ class Rate:
 class RolePolicy:
     rpcs: frozenset[str]  # the RPC method names the role may call
     view: View
-    audited: bool  # its verifications and lookups are written to the audit log
+    audited: bool  # its calls (verifications, lookups, issuance and presentation) go to the audit log
     judges_other_dates: bool  # may send at_date
     gets_seal_keys: bool  # GetTrustList includes the keys that open sealed marks
     rate: Rate  # default per-caller rate (one certificate); `vimark serve --rate-limit` overrides
+    issue_reasons: frozenset[IssueReason] = frozenset()  # what it may Issue for
+    issues_in_own_name: bool = False  # the mark's station is the certificate's id, never the request's
+    vin_lookup_shows_plate: bool = False  # a lookup by VIN names the plate (else validity only)
 
 
 # Every role verifies a QR it is shown and reads the trust list. Only police and partners look
-# plates up or verify in bulk (and are audited for it). Stations and the registration system issue;
-# Present hands out a vehicle's QR, so only the systems acting for its owner (issuer) and operators
-# get it, and DescribeMark reads a mark's plate and month to print it. Operators feed the registry,
-# revoke marks and read the audit log.
+# plates up or verify in bulk. Each kind of issuer issues for its own reasons only: a station after
+# an inspection or an exemption application (in its own name: the certificate's id is the station
+# id), the registration system after registration, transfer or change, the owner-facing service a
+# copy of the current mark (a copy never voids the owner's other copies). Present hands out a
+# vehicle's QR, so only the system acting for its owner and operators get it; DescribeMark reads a
+# mark's plate and month to print it. Operators feed the registry, revoke marks and keep the audit
+# log. Every call of police, partners and issuers is audited (refusals of issuers included).
 # Rates: a terminal scans a car every few seconds at most (the burst allows one full VerifyBatch);
-# the public app checks the car in front of it; partners and stations are systems with contracts.
+# the public app checks the car in front of it; partners and issuers are systems with contracts.
 # `at_date` is for police and partners (was it valid on the day of the accident?): answers on chosen
-# dates would tell the public an overdue car from a stolen or superseded one.
+# dates would tell the public an overdue car from a stolen or superseded one. A lookup by VIN names
+# the plate to police and operators only: otherwise it would turn guessed VINs into plates.
 _READ = frozenset({"Verify", "GetTrustList"})
+_LOOK = frozenset({"VerifyBatch", "LookupVehicleStatus"})
+_ISSUERS_RATE = Rate(500, 2000)
 POLICY: Mapping[Role, RolePolicy] = {
     Role.POLICE: RolePolicy(
-        _READ | {"VerifyBatch", "LookupVehicleStatus"}, View.FULL, True, True, True, Rate(20, 1000)
+        _READ | _LOOK,
+        View.FULL,
+        audited=True,
+        judges_other_dates=True,
+        gets_seal_keys=True,
+        rate=Rate(20, 1000),
+        vin_lookup_shows_plate=True,
     ),
-    Role.PUBLIC: RolePolicy(_READ, View.VALID_OR_NOT, False, False, False, Rate(0.5, 10)),
+    Role.PUBLIC: RolePolicy(
+        _READ, View.VALID_OR_NOT, audited=False, judges_other_dates=False, gets_seal_keys=False, rate=Rate(0.5, 10)
+    ),
     Role.PARTNER: RolePolicy(
-        _READ | {"VerifyBatch", "LookupVehicleStatus"}, View.MARK, True, True, False, Rate(2000, 5000)
+        _READ | _LOOK, View.MARK, audited=True, judges_other_dates=True, gets_seal_keys=False, rate=Rate(2000, 5000)
     ),
-    Role.ISSUER: RolePolicy(
-        _READ | {"Issue", "Present", "DescribeMark"}, View.MARK, False, True, False, Rate(500, 2000)
+    Role.STATION: RolePolicy(
+        _READ | {"Issue", "DescribeMark"},
+        View.MARK,
+        audited=True,
+        judges_other_dates=True,
+        gets_seal_keys=False,
+        rate=_ISSUERS_RATE,
+        issue_reasons=frozenset({IssueReason.INSPECTION_PASSED, IssueReason.EXEMPTION}),
+        issues_in_own_name=True,
+    ),
+    Role.REGISTRATION: RolePolicy(
+        _READ | {"Issue"},
+        View.MARK,
+        audited=True,
+        judges_other_dates=True,
+        gets_seal_keys=False,
+        rate=_ISSUERS_RATE,
+        issue_reasons=frozenset({IssueReason.REGISTRATION, IssueReason.TRANSFER, IssueReason.CHANGE}),
+    ),
+    Role.OWNER_SERVICE: RolePolicy(
+        _READ | {"Issue", "Present", "DescribeMark"},
+        View.MARK,
+        audited=True,
+        judges_other_dates=True,
+        gets_seal_keys=False,
+        rate=_ISSUERS_RATE,
+        issue_reasons=frozenset({IssueReason.REDOWNLOAD, IssueReason.PAPER_LOST}),
     ),
     Role.OPERATOR: RolePolicy(
-        _READ | {"Present", "DescribeMark", "UpsertVehicles", "SetVehicleStatus", "RevokeMark", "ListAuditEvents"},
+        _READ
+        | {"Present", "DescribeMark", "UpsertVehicles", "SetVehicleStatus", "RevokeMark"}
+        | {"ListAuditEvents", "VerifyAuditChain", "PruneAuditEvents"},
         View.FULL,
-        False,
-        True,
-        True,
-        Rate(1000, 5000),
+        audited=False,
+        judges_other_dates=True,
+        gets_seal_keys=True,
+        rate=Rate(1000, 5000),
+        vin_lookup_shows_plate=True,
     ),
 }
 

@@ -53,6 +53,9 @@ class MarkRecord:
     qr_text: str
     request_id: str
     revoked: bool
+    issued_by: str = ""  # "role/caller_id" of the certificate that asked for it ("" before this was kept)
+    issuer_fingerprint: str = ""  # hex SHA-256 of that certificate ("" in development mode, or before)
+    station_id: str = ""
 
 
 @dataclass(frozen=True)
@@ -74,6 +77,17 @@ class MarkPlan:
     valid_from: dt.date
     inspected_on: dt.date | None = None
     station_id: str = ""
+    issued_by: str = ""  # "role/caller_id" of the calling certificate
+    issuer_fingerprint: str = ""  # hex SHA-256 of the calling certificate; "" in development mode
+
+
+@dataclass(frozen=True)
+class CopyPlan:
+    """What the rules decided instead of a new mark: give the vehicle's current mark again (a
+    re-download or a lost paper mark): no new mark, no change-log row; `resign` when its signing
+    key is no longer the active one (the store then stores the new signature on that mark)."""
+
+    resign: bool
 
 
 @dataclass(frozen=True)
@@ -92,6 +106,10 @@ class AuditEvent:
     plate_number: str
     verdict: str
     serial: int
+    fingerprint: str = ""  # hex SHA-256 of the caller's certificate; "" in development mode
     # The audit row's id, filled on reads (0 for an event not yet written): the order events were
     # stored in, and a page cursor. Not part of an event's value: a written event equals its read.
     event_id: int = field(default=0, compare=False)
+    # The hash chain through this event, filled on reads (store/audit_chain.py); like event_id,
+    # the store's, not part of the event's value.
+    chain: str = field(default="", compare=False)

@@ -22,14 +22,12 @@ from typing import assert_never
 from vimark.client.domain import (
     BLOCKS_INSPECTION_ISSUE_MASK,
     BLOCKS_ISSUE_MASK,
-    STATUS_CODES,
     Month,
     VehicleCategory,
     format_month,
     month_end,
     month_of,
     month_start,
-    status_letters,
 )
 from vimark.client.errors import InvalidArgument, RuleViolation
 from vimark.v1.certificate_pb2 import IssueReason as _Reason
@@ -301,19 +299,13 @@ def scrapping_due(cycles: int) -> bool:
 # The valid-until month of a new mark
 
 
-def _describe(bits: int) -> str:
-    return ", ".join(
-        f"{c} {STATUS_CODES[c].name_zh} ({STATUS_CODES[c].name_en})" for c in status_letters(bits) if c != "A"
-    )
-
-
 def _renew(facts: VehicleFacts, current: Month | None, on: dt.date, exemption: bool, config: RuleConfig) -> Month:
     """R4/R5: a new cycle, after a lane inspection on `on` or an exemption application made `on`."""
     # R4.1 no mark after an inspection or exemption while a violation (G) or accident (I) is open.
     if facts.status_bits & BLOCKS_INSPECTION_ISSUE_MASK:
         raise RuleViolation(
-            f"vehicle status {_describe(facts.status_bits & BLOCKS_INSPECTION_ISSUE_MASK)}: "
-            "clear it before a mark can be issued",
+            "an unprocessed traffic violation or accident must be cleared before a mark can be issued: "
+            "refer the owner to the vehicle administration office",
             reason="UNPROCESSED_VIOLATION_OR_ACCIDENT",
         )
     month = month_of(on)
@@ -349,8 +341,10 @@ def _implicit(facts: VehicleFacts, current: Month | None, config: RuleConfig) ->
     return first_due(facts, config) if current is None else current
 
 
-# Re-issues carry the current validity unchanged (R3).
+# Re-issues carry the current validity unchanged (R3). Copies are the current mark itself, given
+# again: they never supersede it (only a grant makes a new current mark).
 REISSUE_REASONS = frozenset({IssueReason.TRANSFER, IssueReason.CHANGE, IssueReason.REDOWNLOAD, IssueReason.PAPER_LOST})
+COPY_REASONS = frozenset({IssueReason.REDOWNLOAD, IssueReason.PAPER_LOST})
 
 
 def new_valid_until(
@@ -365,8 +359,9 @@ def new_valid_until(
     current = current_valid_until
     # R1 B, C, E, M, P: no new mark for any reason.
     if facts.status_bits & BLOCKS_ISSUE_MASK:
+        # The letters are police information: the issuer learns what to tell the owner, not why.
         raise RuleViolation(
-            f"vehicle status {_describe(facts.status_bits & BLOCKS_ISSUE_MASK)} forbids a new mark",
+            "the vehicle's status forbids a new mark: refer the owner to the vehicle administration office",
             reason="VEHICLE_STATUS_FORBIDS_ISSUE",
         )
     match reason:
@@ -383,9 +378,9 @@ def new_valid_until(
             return valid_until
         case IssueReason.TRANSFER | IssueReason.CHANGE | IssueReason.REDOWNLOAD | IssueReason.PAPER_LOST:
             # R3 the same validity on a new mark (a lost paper mark is just downloaded again); an
-            # overdue vehicle must be inspected first.
-            if current is None:
-                raise RuleViolation("the vehicle has no inspection validity to re-issue", reason="NO_VALIDITY")
+            # overdue vehicle must be inspected first. A vehicle imported with no recorded validity
+            # holds its implicit first one (as Lookup says), so a copy carries that.
+            current = _implicit(facts, current, config)
             if not within_validity(current, today):
                 raise RuleViolation(
                     f"inspection overdue since the end of {format_month(current)}: inspect the vehicle first",

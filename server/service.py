@@ -6,11 +6,12 @@ Who may call what, what each role sees and whether it is audited are the policy 
 
 from __future__ import annotations
 
-import base64
+import contextlib
 import datetime as dt
-import hashlib
+import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import replace
 from typing import Any
 
 import grpc
@@ -27,7 +28,7 @@ from vimark.client.domain import (
     parse_vin,
     status_letters,
 )
-from vimark.client.errors import CertificateError, InvalidArgument, NotFound, PermissionDenied
+from vimark.client.errors import CertificateError, InvalidArgument, NotFound, PermissionDenied, VimarkError
 from vimark.client.trust import key_status_value
 from vimark.server import rules
 from vimark.server.audit import AuditLog
@@ -37,23 +38,22 @@ from vimark.server.issuer import IssueCommand, Issuer
 from vimark.server.limits import RateLimiter
 from vimark.server.metrics import Metrics
 from vimark.server.policy import View
-from vimark.server.records import AuditEvent, MarkRecord
+from vimark.server.records import MarkRecord
 from vimark.server.registry import check_registry_dates, parse_status_letters, parse_vehicle
 from vimark.server.rpc import ChangeFollower, Servicer, policy_of, rpc
 from vimark.server.store import Store
 from vimark.server.verifier import VehicleStanding, Verification, Verifier
 from vimark.server.views import lookup_response, verify_response
-from vimark.v1 import audit_service_pb2 as apb
-from vimark.v1 import audit_service_pb2_grpc as apb_grpc
 from vimark.v1 import mark_service_pb2 as pb
 from vimark.v1 import mark_service_pb2_grpc as pb_grpc
 from vimark.v1 import registry_service_pb2 as rpb
 from vimark.v1 import registry_service_pb2_grpc as rpb_grpc
 
+log = logging.getLogger("vimark.server")
+
 MAX_BATCH = 1000  # VerifyBatch items and UpsertVehicles vehicles per call
-MAX_AUDIT_PAGE = 1000
-DEFAULT_AUDIT_PAGE = 100
 MAX_REVOCATION_REASON = 200
+BATCH_TOKEN_CHARACTERS = 256
 
 
 def _at_date(text: str, caller: Caller) -> dt.date | None:
@@ -69,6 +69,44 @@ def _check_qr_text(text: str) -> None:
         raise InvalidArgument("qr_text", "required: the text of the scanned QR")
     if len(text) > cert.MAX_QR_TEXT_LENGTH:
         raise InvalidArgument("qr_text", f"{len(text)} characters; at most {cert.MAX_QR_TEXT_LENGTH}")
+
+
+def _batch_cost(qr_texts: Sequence[str]) -> int:
+    """Tokens a VerifyBatch costs: one per started BATCH_TOKEN_CHARACTERS of each item, so a batch
+    is charged by its size (a mark is about 240 characters: one token; an item over Verify's 1,024
+    characters is judged MALFORMED unread, but still pays for its size). The item count is checked
+    first, so a batch of the wrong size is refused before it costs anything."""
+    if not 1 <= len(qr_texts) <= MAX_BATCH:
+        raise InvalidArgument("qr_texts", f"{len(qr_texts)} items; send 1 to {MAX_BATCH}")
+    return sum(1 + (len(text) - 1) // BATCH_TOKEN_CHARACTERS for text in qr_texts)
+
+
+def _in_callers_name(command: IssueCommand, caller: Caller) -> IssueCommand:
+    """The policy table's reasons for the caller's kind of issuer; a station issues in its own name
+    (its certificate's id); the mark records the certificate."""
+    row = policy_of(caller)
+    if not caller.unrestricted:
+        if rules.IssueReason(command.reason) not in row.issue_reasons:
+            allowed = ", ".join(sorted(r.label for r in row.issue_reasons))
+            raise PermissionDenied(
+                f"a {caller.role.value} issues for {allowed}, not {rules.IssueReason(command.reason).label}"
+            )
+        if row.issues_in_own_name:
+            if command.station_id not in ("", caller.caller_id):
+                raise PermissionDenied(
+                    f"station_id {command.station_id!r} is not this station's: it issues as {caller.caller_id!r}"
+                )
+            command = replace(command, station_id=caller.caller_id)
+    return replace(command, issued_by=caller.name, issuer_fingerprint=caller.fingerprint)
+
+
+def _as_recorded(plate_type: str, plate_number: str) -> tuple[str, str]:
+    """A plate as the audit log keeps it: canonical where it parses (so a search by plate finds
+    it however it was typed), as given otherwise."""
+    try:
+        return parse_plate_type(plate_type), parse_plate_number(plate_number)
+    except InvalidArgument:
+        return plate_type, plate_number
 
 
 def _view(caller: Caller) -> View:
@@ -100,21 +138,44 @@ class MarkService(Servicer, pb_grpc.MarkServiceServicer):
         self.keyring = trust
         self.presentation_lifetime = presentation_lifetime
 
+    def _audit(self, caller: Caller, rpc: str, plate_type: str, plate_number: str, outcome: str, serial: int) -> None:
+        if policy_of(caller).audited:
+            plate_type, plate_number = _as_recorded(plate_type, plate_number)
+            self.audit.record(caller, rpc, plate_type, plate_number, outcome, serial, time.time())
+
+    @contextlib.contextmanager
+    def _audited_refusals(self, caller: Caller, rpc: str, plate_type: str, plate_number: str) -> Iterator[None]:
+        """An issuer's refusals are audited too: a refusal answers whether a plate exists and
+        whether its vehicle may have a mark."""
+        try:
+            yield
+        except VimarkError as exc:
+            self._audit(caller, rpc, plate_type, plate_number, f"REFUSED_{exc.reason}", 0)
+            raise
+
     @rpc("Issue")
     def Issue(self, request: pb.IssueRequest, context: grpc.ServicerContext, caller: Caller) -> pb.IssueResponse:
-        command = IssueCommand.parse(
-            request.request_id,
-            request.plate_type,
-            request.plate_number,
-            request.vin,
-            request.reason,
-            request.inspected_on,
-            request.station_id,
-        )
-        issued = self.issuer.issue(command)
-        # A Verify right after this Issue must see the new mark (None for a replay: catch up fully).
+        with self._audited_refusals(caller, "Issue", request.plate_type, request.plate_number):
+            command = _in_callers_name(
+                IssueCommand.parse(
+                    request.request_id,
+                    request.plate_type,
+                    request.plate_number,
+                    request.vin,
+                    request.reason,
+                    request.inspected_on,
+                    request.station_id,
+                ),
+                caller,
+            )
+            issued = self.issuer.issue(command)
+        mark = issued.mark
+        outcome = "REPLAYED" if issued.replayed else "ISSUED" if issued.change_id is not None else "COPIED"
+        self._audit(caller, "Issue", mark.plate_type, mark.plate_number, outcome, mark.serial)
+        # A Verify right after this Issue must see the new mark (None for a replay or a copy: the
+        # mark may have been made on another server moments ago; catch up fully).
         self.sync.catch_up(at_least=issued.change_id)
-        return _issue_response(issued.mark, issued.replayed)
+        return _issue_response(mark, issued.replayed)
 
     @rpc("Verify")
     def Verify(self, request: pb.VerifyRequest, context: grpc.ServicerContext, caller: Caller) -> pb.VerifyResponse:
@@ -127,12 +188,11 @@ class MarkService(Servicer, pb_grpc.MarkServiceServicer):
             self.audit.record(caller, "Verify", *_audited(verification), time.time())
         return verify_response(verification, _view(caller))
 
-    @rpc("VerifyBatch", cost=lambda request: len(request.qr_texts))
+    @rpc("VerifyBatch", cost=lambda request: _batch_cost(request.qr_texts))
     def VerifyBatch(
         self, request: pb.VerifyBatchRequest, context: grpc.ServicerContext, caller: Caller
     ) -> pb.VerifyBatchResponse:
-        if not 1 <= len(request.qr_texts) <= MAX_BATCH:
-            raise InvalidArgument("qr_texts", f"{len(request.qr_texts)} items; send 1 to {MAX_BATCH}")
+        _batch_cost(request.qr_texts)  # its item count, checked (rpc() has already charged it by this rule)
         at = _at_date(request.at_date, caller)
         self.require_ready()
         self.metrics.batch_size.observe(len(request.qr_texts))
@@ -150,7 +210,8 @@ class MarkService(Servicer, pb_grpc.MarkServiceServicer):
     ) -> pb.LookupVehicleStatusResponse:
         at = _at_date(request.at_date, caller)
         self.require_ready()
-        if request.plate_number or request.plate_type:
+        by_vin = not (request.plate_number or request.plate_type)
+        if not by_vin:
             plate_type = parse_plate_type(request.plate_type)
             plate_number = parse_plate_number(request.plate_number)
             vehicle = self.index.by_plate(plate_type, plate_number)
@@ -160,39 +221,28 @@ class MarkService(Servicer, pb_grpc.MarkServiceServicer):
             wanted = f"VIN {request.vin}"
         else:
             raise InvalidArgument("plate_number", "give plate_number and plate_type, or vin")
-        audited = policy_of(caller).audited
         if vehicle is None:
-            if audited:
-                self.audit.record(
-                    caller,
-                    "LookupVehicleStatus",
-                    request.plate_type,
-                    request.plate_number or request.vin,
-                    "NOT_FOUND",
-                    0,
-                    time.time(),
-                )
-            raise NotFound(f"no vehicle {wanted}")
-        if audited:
-            self.audit.record(
-                caller,
-                "LookupVehicleStatus",
-                vehicle.plate_type,
-                vehicle.plate_number,
-                "FOUND",
-                vehicle.current_serial,
-                time.time(),
+            self._audit(
+                caller, "LookupVehicleStatus", request.plate_type, request.plate_number or request.vin, "NOT_FOUND", 0
             )
+            raise NotFound(f"no vehicle {wanted}")
+        self._audit(
+            caller, "LookupVehicleStatus", vehicle.plate_type, vehicle.plate_number, "FOUND", vehicle.current_serial
+        )
         standing = VehicleStanding.of(vehicle, at or china_date(self.verifier.clock()), self.verifier.config)
-        return lookup_response(standing, _view(caller))
+        # A VIN alone names the plate only to those who may see it: else guessed VINs become plates.
+        names_plate = not by_vin or caller.unrestricted or policy_of(caller).vin_lookup_shows_plate
+        return lookup_response(standing, _view(caller), names_plate=names_plate)
 
     @rpc("Present")
     def Present(self, request: pb.PresentRequest, context: grpc.ServicerContext, caller: Caller) -> pb.PresentResponse:
-        plate_type = parse_plate_type(request.plate_type)
-        plate_number = parse_plate_number(request.plate_number)
-        self.require_ready()
-        shown = self.issuer.present(plate_type, plate_number, self.presentation_lifetime)
+        with self._audited_refusals(caller, "Present", request.plate_type, request.plate_number):
+            plate_type = parse_plate_type(request.plate_type)
+            plate_number = parse_plate_number(request.plate_number)
+            self.require_ready()
+            shown = self.issuer.present(plate_type, plate_number, self.presentation_lifetime)
         mark = shown.mark
+        self._audit(caller, "Present", mark.plate_type, mark.plate_number, "PRESENTED", mark.serial)
         return pb.PresentResponse(
             live_qr_text=shown.live,
             live_expire_time=Timestamp(seconds=int(shown.live_expires.timestamp())),
@@ -228,11 +278,14 @@ class MarkService(Servicer, pb_grpc.MarkServiceServicer):
     def DescribeMark(
         self, request: pb.DescribeMarkRequest, context: grpc.ServicerContext, caller: Caller
     ) -> pb.DescribeMarkResponse:
-        _check_qr_text(request.qr_text)
-        try:
-            body = self.verifier.authenticate(request.qr_text).body
-        except CertificateError as exc:
-            raise InvalidArgument("qr_text", f"not an authentic vimark mark ({exc.reason}): {exc.message}") from None
+        with self._audited_refusals(caller, "DescribeMark", "", ""):
+            _check_qr_text(request.qr_text)
+            try:
+                body = self.verifier.authenticate(request.qr_text).body
+            except CertificateError as exc:
+                why = f"not an authentic vimark mark ({exc.reason}): {exc.message}"
+                raise InvalidArgument("qr_text", why) from None
+        self._audit(caller, "DescribeMark", body.plate_type, body.plate_number, "DESCRIBED", body.serial)
         return pb.DescribeMarkResponse(
             serial=body.serial,
             plate_number=body.plate_number,
@@ -316,79 +369,3 @@ class RegistryService(Servicer, rpb_grpc.RegistryServiceServicer):
         vehicle = self.store.set_status(plate_type, plate_number, bits)
         self.sync.catch_up()
         return rpb.SetVehicleStatusResponse(status_codes=status_letters(vehicle.status_bits))
-
-
-class AuditService(Servicer, apb_grpc.AuditServiceServicer):
-    def __init__(
-        self,
-        metrics: Metrics,
-        sync: ChangeFollower,
-        auth: Authenticator,
-        limiter: RateLimiter | None,
-        *,
-        store: Store,
-    ) -> None:
-        super().__init__(metrics, sync, auth, limiter)
-        self.store = store
-
-    @rpc("ListAuditEvents")
-    def ListAuditEvents(
-        self, request: apb.ListAuditEventsRequest, context: grpc.ServicerContext, caller: Caller
-    ) -> apb.ListAuditEventsResponse:
-        if request.page_size < 0:
-            raise InvalidArgument("page_size", f"{request.page_size} is negative; 0 means {DEFAULT_AUDIT_PAGE}")
-        size = min(request.page_size or DEFAULT_AUDIT_PAGE, MAX_AUDIT_PAGE)
-        plate = parse_plate_number(request.plate_number) if request.plate_number else None
-        since = request.start_time.ToDatetime(dt.UTC) if request.HasField("start_time") else None
-        until = request.end_time.ToDatetime(dt.UTC) if request.HasField("end_time") else None
-        filters = _filters_digest(plate, request.caller_id, since, until)
-        after = _read_page_token(request.page_token, filters)
-        events = self.store.list_audit_events(
-            plate_number=plate,
-            caller_id=request.caller_id or None,
-            since=since,
-            until=until,
-            after_id=after,
-            limit=size + 1,  # one more tells whether another page follows
-        )
-        response = apb.ListAuditEventsResponse(events=[_audit_message(e) for e in events[:size]])
-        if len(events) > size:
-            response.next_page_token = _page_token(events[size - 1].event_id, filters)
-        return response
-
-
-def _filters_digest(*filters: object) -> str:
-    return hashlib.sha256(repr(filters).encode()).hexdigest()[:16]
-
-
-def _page_token(after_id: int, filters: str) -> str:
-    return base64.urlsafe_b64encode(f"{after_id}.{filters}".encode()).decode()
-
-
-def _read_page_token(token: str, filters: str) -> int:
-    """The event id a page token continues after; the token must come with the filters it was made for."""
-    if not token:
-        return 0
-    try:
-        after, _, made_for = base64.urlsafe_b64decode(token.encode()).decode().partition(".")
-        after_id = int(after)
-    except ValueError:
-        raise InvalidArgument("page_token", "not a token this server gave") from None
-    if made_for != filters:
-        raise InvalidArgument("page_token", "was given for other filters: send the same filters with it")
-    return after_id
-
-
-def _audit_message(e: AuditEvent) -> apb.AuditEvent:
-    message = apb.AuditEvent(
-        event_id=e.event_id,
-        caller_id=e.caller_id,
-        role=e.role,
-        rpc=e.rpc,
-        plate_type=e.plate_type,
-        plate_number=e.plate_number,
-        verdict=e.verdict,
-        serial=e.serial,
-    )
-    message.event_time.FromDatetime(e.at)
-    return message

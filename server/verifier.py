@@ -16,6 +16,7 @@ from vimark.client.domain import (
     BLOCKS_ROAD_MASK,
     POLICE_ALERT_MASK,
     Clock,
+    Month,
     china_date,
     status_letters,
 )
@@ -59,11 +60,12 @@ class VehicleStanding:
     within_validity: bool
     overdue_cycles: int
     status_letters: str  # stored letters plus Q when overdue
+    valid_until: Month  # the recorded validity, or for a vehicle imported without one its first due month
 
     @classmethod
     def of(cls, vehicle: VehicleRecord, on: dt.date, config: rules.RuleConfig) -> VehicleStanding:
-        if rules.within_validity(vehicle.valid_until, on):  # the common case: no grid to walk
-            return cls(vehicle, True, 0, status_letters(vehicle.status_bits))
+        if vehicle.valid_until is not None and rules.within_validity(vehicle.valid_until, on):  # the common case
+            return cls(vehicle, True, 0, status_letters(vehicle.status_bits), vehicle.valid_until)
         facts = vehicle.facts()
         # A vehicle with no recorded validity is within its implicit first validity until its first
         # due month has ended (rules.overdue): a new car is not fined for having no mark yet.
@@ -73,7 +75,8 @@ class VehicleStanding:
         if overdue:
             letters = ("" if letters == "A" else letters) + "Q"
         within = not overdue
-        return cls(vehicle, within, cycles, letters)
+        valid_until = vehicle.valid_until if vehicle.valid_until is not None else rules.first_due(facts, config)
+        return cls(vehicle, within, cycles, letters, valid_until)
 
     @property
     def blocked(self) -> bool:

@@ -39,8 +39,7 @@ def verify_response(v: Verification, view: View) -> pb.VerifyResponse:
     if v.standing is not None:
         s = v.standing
         response.within_validity = s.within_validity
-        if s.vehicle.valid_until:
-            response.current_valid_until = format_month(s.vehicle.valid_until)
+        response.current_valid_until = format_month(s.valid_until)
         if view is View.FULL:
             response.status_codes = s.status_letters
             response.current_serial = s.vehicle.current_serial
@@ -50,16 +49,17 @@ def verify_response(v: Verification, view: View) -> pb.VerifyResponse:
     return response
 
 
-def lookup_response(s: VehicleStanding, view: View) -> pb.LookupVehicleStatusResponse:
+def lookup_response(s: VehicleStanding, view: View, *, names_plate: bool = True) -> pb.LookupVehicleStatusResponse:
+    """`names_plate` False (a lookup by VIN for a role that may not learn plates that way): the
+    validity and whether the vehicle is blocked, nothing that names it (plate, mark serial)."""
     v = s.vehicle
     response = pb.LookupVehicleStatusResponse(
-        plate_number=v.plate_number,
-        plate_type=v.plate_type,
-        valid_until=format_month(v.valid_until) if v.valid_until else "",
-        within_validity=s.within_validity,
-        current_serial=v.current_serial,
-        blocked=s.blocked,
+        valid_until=format_month(s.valid_until), within_validity=s.within_validity, blocked=s.blocked
     )
+    if names_plate:
+        response.plate_number = v.plate_number
+        response.plate_type = v.plate_type
+        response.current_serial = v.current_serial
     if view is View.FULL:
         response.vin = v.vin
         response.status_codes = s.status_letters

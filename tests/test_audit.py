@@ -260,8 +260,8 @@ def test_close_gives_up_on_a_database_that_stays_down() -> None:
     dead.close()
 
 
-def test_audited_roles_are_police_and_partners() -> None:
-    assert audited_roles() == {Role.POLICE, Role.PARTNER}
+def test_audited_roles_are_police_partners_and_issuers() -> None:
+    assert audited_roles() == {Role.POLICE, Role.PARTNER, Role.STATION, Role.REGISTRATION, Role.OWNER_SERVICE}
 
 
 def run_cli(server: VimarkServer, *args: str) -> subprocess.CompletedProcess[str]:
@@ -284,7 +284,9 @@ def test_cli_prints_one_json_object_per_event(db_url: str, keys_dir: Path, clock
         result = run_cli(server, "--plate-number", "闽C10001", "--json")
         assert result.returncode == 0, result.stderr
         lines = [json.loads(line) for line in result.stdout.splitlines()]
-        assert [{k: v for k, v in line.items() if k != "event_id"} for line in lines] == [
+        chained = ("event_id", "certificate_fingerprint", "chain_hash")
+        assert all(len(line["chain_hash"]) == 64 for line in lines)
+        assert [{k: v for k, v in line.items() if k not in chained} for line in lines] == [
             {
                 "at": "2026-11-25T02:00:01.500000+00:00",
                 "caller_id": "police-terminal-0042",

@@ -20,19 +20,19 @@ from vimark.server.policy import Role
 from vimark.v1 import mark_service_pb2 as pb
 
 STALLED_PER_CERTIFICATE = 64
-CALLS = 300
+CALLS = 450  # twice, plus a warm-up, within the police burst of 1,000
 
 
 def p99(samples: list[float]) -> float:
     return statistics.quantiles(samples, n=100)[98]
 
 
-def police_run(connect: Connect, qr_text: str) -> tuple[list[float], int]:
-    """CALLS sequential police Verifys: their latencies and how many failed."""
+def police_run(connect: Connect, qr_text: str, calls: int = CALLS) -> tuple[list[float], int]:
+    """Sequential police Verifys: their latencies and how many failed."""
     police = connect(Role.POLICE)
     latencies: list[float] = []
     failed = 0
-    for _ in range(CALLS):
+    for _ in range(calls):
         started = time.perf_counter()
         try:
             assert police.verify(qr_text).verdict == pb.VERDICT_VALID
@@ -69,6 +69,7 @@ def test_calls_that_send_nothing_cannot_stall_police(
 ) -> None:
     pki.issue(pki_dir, Role.PUBLIC, "stolen-phone")
     pki.revoke(pki_dir, Role.PUBLIC, "stolen-phone")
+    police_run(connect, mark.qr_text, 50)  # warm up
     baseline, failed = police_run(connect, mark.qr_text)
     assert failed == 0
 
@@ -91,8 +92,14 @@ def test_calls_that_send_nothing_cannot_stall_police(
     assert failed == 0
     assert p99(attacked) <= 2 * p99(baseline), (p99(baseline), p99(attacked))
     assert codes.count(grpc.StatusCode.UNAUTHENTICATED) == STALLED_PER_CERTIFICATE  # the revoked certificate's
-    # The valid one: a few waited for their message and were dropped, the rest were refused at once.
-    assert codes.count(grpc.StatusCode.RESOURCE_EXHAUSTED) >= STALLED_PER_CERTIFICATE - 4 - 1
+    # The valid one's: refused at once, or dropped once stalled beyond its allowance; at most its
+    # 4 stalled calls were still open (ended by the test's release, INVALID_ARGUMENT: no message).
+    valid = codes[STALLED_PER_CERTIFICATE:]
+    assert len(valid) == STALLED_PER_CERTIFICATE and not any(f.exception() is None for f in opened)
+    still_open = valid.count(grpc.StatusCode.INVALID_ARGUMENT)
+    assert still_open <= 4 and still_open + valid.count(grpc.StatusCode.CANCELLED) + valid.count(
+        grpc.StatusCode.RESOURCE_EXHAUSTED
+    ) == len(valid), valid
 
 
 def test_a_call_whose_message_never_comes_is_dropped(
@@ -105,14 +112,17 @@ def test_a_call_whose_message_never_comes_is_dropped(
     started = time.monotonic()
     try:
         stall(tls_server, pki_dir, f"police-{CALLERS[Role.POLICE]}", opened, release)
+        time.sleep(1.0)  # past the stall grace (0.25 s): only the caller's allowance is still open
+        open_after_grace = sum(not f.done() for f in opened)
         waited = [f for f in opened if f.exception(timeout=30) is not None]
     finally:
         release.set()
     elapsed = time.monotonic() - started
     codes = [f.exception().code() for f in waited]  # type: ignore[union-attr]
-    assert codes.count(grpc.StatusCode.CANCELLED) == 4, codes  # the caller's waiting slots, dropped on time
-    assert codes.count(grpc.StatusCode.RESOURCE_EXHAUSTED) == STALLED_PER_CERTIFICATE - 4
-    assert elapsed < 3.0 + 5, elapsed
+    assert open_after_grace <= 4, open_after_grace
+    assert len(codes) == STALLED_PER_CERTIFICATE
+    assert set(codes) <= {grpc.StatusCode.CANCELLED, grpc.StatusCode.RESOURCE_EXHAUSTED}, codes
+    assert elapsed < 3.0 + 5, elapsed  # the last ones were dropped at the 3 s receive timeout
 
 
 @pytest.mark.parametrize("role", [Role.PUBLIC])

@@ -150,7 +150,7 @@ def test_cli_errors_are_one_clear_line(served: Served) -> None:
         "x",
         check=False,
     )
-    assert bad.returncode == 2 and bad.stderr.startswith("vimark: plate_type: unknown plate type code '98'")
+    assert bad.returncode == 2 and bad.stderr.startswith("vimark: --plate-type: unknown plate type code '98'")
     assert "Traceback" not in bad.stderr
     csv_file = served.workdir / "broken.csv"
     csv_file.write_text(

@@ -96,7 +96,7 @@ def test_a_refusal_in_a_group_does_not_affect_the_others(
     # Started together, the calls share groups; whichever group they land in, only two fail.
     first = _command("warm", 0)
     calls = [_command(f"ok-{i}", i) for i in range(1, 8)]
-    calls.insert(3, _command("refused", 9, cpb.ISSUE_REASON_PAPER_LOST))  # no mark to replace: refused
+    calls.insert(3, _command("refused", 9, cpb.ISSUE_REASON_EXEMPTION))  # outside its window: refused
     calls.insert(5, _command("unknown", 999))  # no such vehicle
     results = _together([first, *calls], issuer)
     by_id = dict(zip([c.request_id for c in [first, *calls]], results, strict=True))
@@ -144,12 +144,21 @@ def test_change_ids_are_contiguous_and_in_commit_order(setup: tuple[Store, Issue
 def test_concurrent_issues_for_one_vehicle_each_supersede_in_order(setup: tuple[Store, Issuer, IndexFollower]) -> None:
     _, issuer, sync = setup
     issuer.issue(_command("base", 7))
-    results = _together([_command(f"copy-{i}", 7, cpb.ISSUE_REASON_REDOWNLOAD) for i in range(12)], issuer)
+    results = _together([_command(f"transfer-{i}", 7, cpb.ISSUE_REASON_TRANSFER) for i in range(12)], issuer)
     assert all(not isinstance(r, BaseException) for r in results), results
     last = max(results, key=lambda r: r.change_id)  # type: ignore[attr-defined, union-attr]
     sync.catch_up()
     indexed = sync.index.by_plate("02", "闽C00007")
     assert indexed is not None and indexed.current_serial == last.mark.serial  # type: ignore[union-attr]
+
+
+def test_concurrent_copies_are_all_the_current_mark(setup: tuple[Store, Issuer, IndexFollower]) -> None:
+    _, issuer, _ = setup
+    base = issuer.issue(_command("base", 8))
+    results = _together([_command(f"copy-{i}", 8, cpb.ISSUE_REASON_REDOWNLOAD) for i in range(12)], issuer)
+    assert all(not isinstance(r, BaseException) for r in results), results
+    assert {r.mark.serial for r in results} == {base.mark.serial}  # type: ignore[union-attr]
+    assert all(r.change_id is None and not r.replayed for r in results)  # type: ignore[union-attr]
 
 
 def test_group_committer_answers_each_caller_and_passes_the_lead() -> None:

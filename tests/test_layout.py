@@ -31,11 +31,11 @@ def test_import_contracts(tmp_path_factory: pytest.TempPathFactory) -> None:
         (shadow / "vimark" / name.name).symlink_to(name)
     (shadow / "vimark" / "server").symlink_to(ROOT / "server")
     (shadow / "vimark" / "client").symlink_to(ROOT / "client")
-    lint = Path(sys.executable).with_name("lint-imports")
+    lint = "import sys; from importlinter.cli import lint_imports_command; sys.exit(lint_imports_command())"
     result = subprocess.run(
-        [str(lint), str(ROOT / "pyproject.toml"), "--no-cache"],
+        [sys.executable, "-c", lint, str(ROOT / "pyproject.toml"), "--no-cache"],
         cwd=shadow,
-        env={"PYTHONPATH": str(shadow), "PATH": str(lint.parent)},
+        env={"PYTHONPATH": str(shadow)},
         capture_output=True,
         text=True,
         timeout=300,

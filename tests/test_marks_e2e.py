@@ -57,7 +57,9 @@ def test_issue_then_verify_is_valid_with_full_police_view(client: VimarkClient) 
 def test_newer_mark_supersedes_older(client: VimarkClient) -> None:
     register(client, registered_on="2026-11-02")
     first = issue(client, "reg-1")
-    second = issue(client, "lost-1", cpb.ISSUE_REASON_PAPER_LOST)
+    lost = issue(client, "lost-1", cpb.ISSUE_REASON_PAPER_LOST)  # a copy: the same mark again
+    assert (lost.serial, lost.valid_until) == (first.serial, first.valid_until)
+    second = issue(client, "transfer-1", cpb.ISSUE_REASON_TRANSFER)  # a grant: a new current mark
     assert second.serial != first.serial and second.valid_until == first.valid_until
     assert client.verify(first.qr_text).verdict == pb.VERDICT_SUPERSEDED
     assert client.verify(second.qr_text).verdict == pb.VERDICT_VALID
@@ -437,10 +439,18 @@ def test_an_early_renewal_keeps_attesting_the_unbroken_validity(client: VimarkCl
 def test_a_new_car_without_a_mark_is_within_its_first_validity(client: VimarkClient) -> None:
     register(client, registered_on="2026-10-01")  # first lane test due 2028-10
     status = client.lookup(**PLATE)
-    assert status.within_validity and status.valid_until == "" and status.status_codes == "A"
+    assert status.within_validity and status.valid_until == "2028-10" and status.status_codes == "A"
+    # Issue agrees with Lookup: the owner may download a mark of that first validity.
+    copy = issue(client, "first-copy", cpb.ISSUE_REASON_REDOWNLOAD)
+    assert copy.valid_until == "2028-10" and client.verify(copy.qr_text).verdict == pb.VERDICT_VALID
     register(client, plate_number="闽C54321", vin="LSVAB2BJ5KN000002", registered_on="2020-01-15")
     old = client.lookup(plate_number="闽C54321", plate_type="02")  # first due 2022-01 long past, never marked
-    assert not old.within_validity and "Q" in old.status_codes
+    assert not old.within_validity and "Q" in old.status_codes and old.valid_until == "2022-01"
+    with pytest.raises(RuleViolation) as refused:
+        client.issue(
+            request_id="old-copy", reason=cpb.ISSUE_REASON_REDOWNLOAD, plate_number="闽C54321", plate_type="02"
+        )
+    assert refused.value.reason == "INSPECTION_OVERDUE"
 
 
 def test_a_feed_without_seats_or_exemption_keeps_what_is_known(client: VimarkClient, server: VimarkServer) -> None:

@@ -12,8 +12,12 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def documented_rows() -> dict[str, list[str]]:
+    return text_after("| role | may call |")
+
+
+def text_after(header: str) -> dict[str, list[str]]:
     text = (ROOT / "docs" / "security.md").read_text(encoding="utf-8")
-    table = text.split("| role | may call |", 1)[1].split("\n\n", 1)[0]
+    table = text.split(header, 1)[1].split("\n\n", 1)[0]
     rows = [line for line in table.splitlines()[1:] if line.startswith("| `")]
     return {cells[0].strip("`"): cells[1:] for cells in ([c.strip() for c in r.strip("|").split("|")] for r in rows)}
 
@@ -36,6 +40,13 @@ def test_security_doc_role_table_is_the_policy_table() -> None:
         ), role
         per_second, burst = (float(part) for part in rate.split(" / "))
         assert (per_second, burst) == (row.rate.per_second, row.rate.burst), role
+    issuing = text_after("| role | issues for |")
+    assert {r: sorted(reasons.split(", ")) for r, (reasons, *_) in issuing.items()} == {
+        role.value: sorted(r.label for r in row.issue_reasons) for role, row in POLICY.items() if row.issue_reasons
+    }
+    assert {r for r, (_, own) in issuing.items() if own.startswith("yes")} == {
+        role.value for role, row in POLICY.items() if row.issues_in_own_name
+    }
 
 
 def test_every_rpc_has_a_role_and_every_listed_rpc_exists() -> None:

@@ -28,7 +28,8 @@ from vimark.client.errors import (
 from vimark.client.sdk import VimarkClient, tls_credentials
 from vimark.server import pki
 from vimark.server.app import ServerConfig, TlsConfig, VimarkServer
-from vimark.server.policy import Role
+from vimark.server.policy import POLICY, Role
+from vimark.server.rules import IssueReason
 from vimark.server.store import Store
 from vimark.v1 import certificate_pb2 as cpb
 from vimark.v1 import mark_service_pb2 as pb
@@ -39,23 +40,26 @@ STREAMS = ServerConfig().max_workers // 4  # health-watch and reflection streams
 
 # Who may call what, as the issue states it (Present: the systems that act for the owner).
 EXPECTED = {
-    "issue": {Role.ISSUER},
+    "issue": {Role.STATION, Role.REGISTRATION, Role.OWNER_SERVICE},
     "verify": set(Role),
     "verify_batch": {Role.POLICE, Role.PARTNER},
     "lookup": {Role.POLICE, Role.PARTNER},
-    "present": {Role.ISSUER, Role.OPERATOR},
+    "present": {Role.OWNER_SERVICE, Role.OPERATOR},
     "trust_list": set(Role),
     "upsert_vehicles": {Role.OPERATOR},
     "set_status": {Role.OPERATOR},
     "revoke_mark": {Role.OPERATOR},
-    "describe_mark": {Role.ISSUER, Role.OPERATOR},
+    "describe_mark": {Role.STATION, Role.OWNER_SERVICE, Role.OPERATOR},
     "list_audit_events": {Role.OPERATOR},
 }
 
 
-def call(client: VimarkClient, rpc: str, mark: pb.IssueResponse) -> object:
+def call(client: VimarkClient, rpc: str, mark: pb.IssueResponse, role: Role) -> object:
+    reason = min(POLICY[role].issue_reasons, default=IssueReason.REGISTRATION)  # one the role may use
     calls: dict[str, Callable[[], object]] = {
-        "issue": lambda: client.issue(request_id="reg-1", reason=cpb.ISSUE_REASON_REGISTRATION, **PLATE),
+        "issue": lambda: client.issue(
+            request_id="reg-1", reason=reason.value, inspected_on="2026-11-20", **PLATE
+        ),
         "verify": lambda: client.verify(mark.qr_text),
         "verify_batch": lambda: client.verify_batch([mark.qr_text]),
         "lookup": lambda: client.lookup(**PLATE),
@@ -76,14 +80,14 @@ def test_each_rpc_admits_exactly_its_roles(role: Role, connect: Connect, mark: p
     for rpc, allowed in EXPECTED.items():
         if role in allowed:
             try:
-                call(client, rpc, mark)
+                call(client, rpc, mark, role)
             except PermissionDenied:
                 pytest.fail(f"{role.value} was refused {rpc}")
             except Exception as exc:  # allowed through the gate; the call itself may still be refused
                 assert not isinstance(exc, (Unauthenticated, ResourceExhausted)), (rpc, exc)
         else:
             with pytest.raises(PermissionDenied, match=role.value):
-                call(client, rpc, mark)
+                call(client, rpc, mark, role)
 
 
 def test_police_see_full_status(connect: Connect, mark: pb.IssueResponse) -> None:
@@ -97,7 +101,7 @@ def test_police_see_full_status(connect: Connect, mark: pb.IssueResponse) -> Non
 def test_describing_a_mark_to_print_it_is_not_a_verification(connect: Connect, mark: pb.IssueResponse) -> None:
     """`vimark render x.pdf` asks DescribeMark for the plate and month: nothing is judged, so no
     verdict is counted and nothing is audited; a text that is not an authentic mark is refused."""
-    issuer = connect(Role.ISSUER)
+    issuer = connect(Role.OWNER_SERVICE)
     described = issuer.describe_mark(mark.qr_text)
     assert (described.plate_number, described.plate_type, described.valid_until, described.serial) == (
         mark.plate_number,
@@ -186,6 +190,7 @@ def test_police_and_partner_queries_are_audited_and_the_public_is_not(
     finally:
         store.close()
     assert events == [
+        ("vao-1", "registration", "Issue", "闽C12345", "ISSUED"),  # the fixture's mark: issuers are audited too
         ("TX-0001", "police", "Verify", "闽C12345", "VERDICT_VALID"),
         ("insurer-3", "partner", "VerifyBatch", "闽C12345", "VERDICT_VALID"),
         ("insurer-3", "partner", "VerifyBatch", "", "VERDICT_MALFORMED"),
@@ -215,7 +220,7 @@ def test_public_cannot_judge_another_date_and_partners_can(connect: Connect, mar
 
 
 def test_a_superseded_mark_names_no_newer_serial_to_a_partner(connect: Connect, mark: pb.IssueResponse) -> None:
-    newer = connect(Role.ISSUER).issue(request_id="dl-1", reason=cpb.ISSUE_REASON_REDOWNLOAD, **PLATE)
+    newer = connect(Role.REGISTRATION).issue(request_id="tr-1", reason=cpb.ISSUE_REASON_TRANSFER, **PLATE)
     seen = connect(Role.PARTNER).verify(mark.qr_text)
     assert seen.verdict == pb.VERDICT_SUPERSEDED and str(newer.serial) not in seen.explanation
     assert connect(Role.POLICE).verify(mark.qr_text).current_serial == newer.serial

@@ -28,12 +28,15 @@ PLATE = ["--plate-number", "闽C12345", "--plate-type", "02"]
 # The README's callers: `vimark pki issue pki --role ROLE --id ID` writes pki/ROLE-ID.pem and .key.
 CALLERS = [
     ("operator", "ops-1"),
-    ("issuer", "station-12"),
+    ("registration", "vao-1"),
+    ("owner_service", "owner-app"),
     ("police", "TX-0001"),
     ("partner", "insurer-3"),
     ("public", "app-7"),
 ]
-OPERATOR, ISSUER, POLICE, PARTNER, PUBLIC = (f"{role}-{caller_id}" for role, caller_id in CALLERS)
+OPERATOR, REGISTRATION, OWNER_SERVICE, POLICE, PARTNER, PUBLIC = (
+    f"{role}-{caller_id}" for role, caller_id in CALLERS
+)
 TLS_ENV = ("VIMARK_CA", "VIMARK_CERT", "VIMARK_KEY")
 
 
@@ -157,7 +160,7 @@ def test_walkthrough_over_tls_with_role_certificates(served: TlsServed) -> None:
     assert served.ok(OPERATOR, "vehicles", "import", "vehicles.csv").startswith("imported 1 vehicles")
 
     # Registration issues the first mark.
-    issued = served.json(ISSUER, "issue", *PLATE, "--reason", "registration", "--request-id", "reg-1")
+    issued = served.json(REGISTRATION, "issue", *PLATE, "--reason", "registration", "--request-id", "reg-1")
     qr_text, serial, month = str(issued["qr_text"]), issued["serial"], str(issued["valid_until"])
     assert isinstance(serial, int) and serial > 0
     assert (issued["plate_number"], issued["plate_type"]) == ("闽C12345", "02")
@@ -228,7 +231,7 @@ def test_walkthrough_over_tls_with_role_certificates(served: TlsServed) -> None:
     year, mon = (int(part) for part in month.split("-"))
     after = dt.date(year + mon // 12, mon % 12 + 1, 1).isoformat()
     present, expired = together(
-        partial(served.as_role, ISSUER, "present", *PLATE),
+        partial(served.as_role, OWNER_SERVICE, "present", *PLATE),
         partial(served.as_role, POLICE, "verify", qr_text, "--at", after),
     )
     assert present.returncode == 0, present.stderr
@@ -254,21 +257,23 @@ def test_walkthrough_over_tls_with_role_certificates(served: TlsServed) -> None:
         audit = served.as_role(OPERATOR, "audit", "--json")
         assert audit.returncode == 0, audit.stderr
         events = [json.loads(line) for line in audit.stdout.splitlines()]
-        if len(events) >= 6 or time.monotonic() > deadline:
+        if len(events) >= 8 or time.monotonic() > deadline:
             break
         time.sleep(0.2)
     seen_in_order = [(e["caller_id"], e["role"], e["rpc"], e["verdict"]) for e in events]
+    assert seen_in_order[0] == ("vao-1", "registration", "Issue", "ISSUED")  # issuers are audited too
     # The two police scans and the partner's lookup ran side by side: only their set is fixed.
-    assert sorted(seen_in_order[:3]) == [
+    assert sorted(seen_in_order[1:4]) == [
         ("TX-0001", "police", "Verify", "VERDICT_VALID"),  # the scan, as text
         ("TX-0001", "police", "Verify", "VERDICT_VALID"),  # the scan, as JSON
         ("insurer-3", "partner", "LookupVehicleStatus", "FOUND"),
     ]
-    assert seen_in_order[3:] == [
-        ("TX-0001", "police", "Verify", "VERDICT_VEHICLE_BLOCKED"),
+    assert seen_in_order[4] == ("TX-0001", "police", "Verify", "VERDICT_VEHICLE_BLOCKED")
+    assert sorted(seen_in_order[5:7]) == [  # side by side too
         ("TX-0001", "police", "Verify", "VERDICT_INSPECTION_EXPIRED"),
-        ("insurer-3", "partner", "Verify", "VERDICT_VALID"),  # after the revocation
+        ("owner-app", "owner_service", "Present", "PRESENTED"),
     ]
+    assert seen_in_order[7:] == [("insurer-3", "partner", "Verify", "VERDICT_VALID")]  # after the revocation
     assert {(e["plate_number"], e["plate_type"], e["serial"]) for e in events} == {("闽C12345", "02", serial)}
     assert all(dt.datetime.fromisoformat(e["at"]).tzinfo is not None for e in events)
     # Only an operator reads it: the police terminal that was audited may not.
@@ -277,8 +282,8 @@ def test_walkthrough_over_tls_with_role_certificates(served: TlsServed) -> None:
 
 
 def test_pdf_copy_over_tls(served: TlsServed) -> None:
-    """The README's `as_role issuer-station-12 render "$QR" --out mark.pdf`."""
-    shown = served.json(ISSUER, "present", "--plate-number", "京A00000", "--plate-type", "02")
-    result = served.as_role(ISSUER, "render", str(shown["download_qr_text"]), "--out", "demo.pdf")
+    """The README's `as_role owner_service-owner-app render "$QR" --out mark.pdf`."""
+    shown = served.json(OWNER_SERVICE, "present", "--plate-number", "京A00000", "--plate-type", "02")
+    result = served.as_role(OWNER_SERVICE, "render", str(shown["download_qr_text"]), "--out", "demo.pdf")
     assert result.returncode == 0, result.stderr
     assert (served.workdir / "demo.pdf").read_bytes().startswith(b"%PDF")

@@ -22,7 +22,9 @@ CALLERS = {
     Role.POLICE: "TX-0001",
     Role.PUBLIC: "app-7",
     Role.PARTNER: "insurer-3",
-    Role.ISSUER: "station-12",
+    Role.STATION: "station-12",
+    Role.REGISTRATION: "vao-1",
+    Role.OWNER_SERVICE: "owner-app",
     Role.OPERATOR: "ops-1",
 }
 
@@ -68,6 +70,6 @@ def connect(tls_server: VimarkServer, pki_dir: Path) -> Iterator[Connect]:
 @pytest.fixture
 def mark(connect: Connect, tls_server: VimarkServer) -> pb.IssueResponse:
     connect(Role.OPERATOR).upsert_vehicles([vehicle(registered_on="2026-11-02")])
-    return connect(Role.ISSUER).issue(request_id="reg-1", reason=cpb.ISSUE_REASON_REGISTRATION, **PLATE)
+    return connect(Role.REGISTRATION).issue(request_id="reg-1", reason=cpb.ISSUE_REASON_REGISTRATION, **PLATE)
 
 

@@ -1,16 +1,21 @@
-"""vimark audit: read the audit log (who verified or looked up which plate, when, the answer).
+"""vimark audit [check | archive]: the audit log (who verified, looked up, issued or presented
+which plate, when, and the answer).
 
-An operator's command: it asks the server's AuditService over TLS with an operator certificate,
-page by page, and never touches the database.
+Operators' commands: they ask the server's AuditService over TLS with an operator certificate,
+page by page, and never touch the database. `check` recomputes the log's hash chain; `archive`
+writes events older than the retention to a file, then has the server delete exactly those.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
+import os
+from pathlib import Path
 from typing import Any
 
-from vimark.client.cli.common import add_client_flags, connect, dump
+from vimark.client.cli.common import add_client_flags, connect, dump, emit
+from vimark.client.errors import InvalidArgument
 from vimark.v1 import audit_service_pb2 as apb
 
 PAGE = 500  # events asked for per call
@@ -33,6 +38,17 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     p.add_argument("--limit", type=positive_int, default=1000, metavar="N", help="at most N events (default 1000)")
     add_client_flags(p)
     p.set_defaults(func=show)
+    sub = p.add_subparsers(dest="audit_command", metavar="{check,archive}")
+    check = sub.add_parser("check", help="recompute the audit log's hash chain: exit 1 if an event was altered")
+    add_client_flags(check)
+    check.set_defaults(func=check_chain)
+    archive = sub.add_parser(
+        "archive", help="write events before a date (6 months ago at the latest) to a file, then delete them"
+    )
+    archive.add_argument("--before", type=point_in_time, required=True, metavar="WHEN", help="a date or ISO time")
+    archive.add_argument("--out", type=Path, required=True, metavar="FILE", help="JSON lines; must not exist yet")
+    add_client_flags(archive)
+    archive.set_defaults(func=archive_events)
 
 
 def point_in_time(text: str) -> dt.datetime:
@@ -64,6 +80,8 @@ def as_json(event: apb.AuditEvent) -> dict[str, Any]:
         "plate_number": event.plate_number,
         "verdict": event.verdict,
         "serial": event.serial,
+        "certificate_fingerprint": event.certificate_fingerprint,
+        "chain_hash": event.chain_hash,
     }
 
 
@@ -89,4 +107,33 @@ def show(args: argparse.Namespace) -> int:
             shown += 1
             if shown >= args.limit:
                 break
+    return 0
+
+
+def check_chain(args: argparse.Namespace) -> int:
+    with connect(args) as client:
+        r = client.verify_audit_chain()
+    if r.intact:
+        human = f"audit log intact: {r.checked_count} events, head {r.head_hash}"
+    else:
+        human = f"audit log ALTERED from event {r.first_broken_event_id} on ({r.checked_count} events checked)"
+    emit(args, r, human)
+    return 0 if r.intact else 1
+
+
+def archive_events(args: argparse.Namespace) -> int:
+    """Every event before --before into --out (written and flushed to disk first), then the server
+    deletes those, up to the last one written: an interrupted archive loses nothing."""
+    if args.out.exists():
+        raise InvalidArgument("--out", f"{args.out} exists: archive into a new file")
+    last, count = 0, 0
+    with connect(args) as client:
+        with args.out.open("x", encoding="utf-8") as out:
+            for event in client.audit_events(page_size=PAGE, end_time=args.before):
+                out.write(dump(as_json(event)) + "\n")
+                last, count = event.event_id, count + 1
+            out.flush()
+            os.fsync(out.fileno())
+        deleted = client.prune_audit_events(before_time=args.before, last_event_id=last).deleted_count if last else 0
+    print(f"archived {count} events to {args.out}; {deleted} deleted from the log")
     return 0

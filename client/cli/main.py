@@ -13,11 +13,11 @@ import re
 import sys
 from collections.abc import Callable, Sequence
 
-from vimark.client.cli import audit, marks, vehicles
+from vimark.client.cli import audit, health, marks, vehicles
 from vimark.client.errors import InvalidArgument, VimarkError
 
 Register = Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], None]
-CLIENT_COMMANDS: tuple[Register, ...] = (marks.register, vehicles.register, audit.register)
+CLIENT_COMMANDS: tuple[Register, ...] = (marks.register, vehicles.register, audit.register, health.register)
 
 
 def build_parser(groups: Sequence[Register] = CLIENT_COMMANDS) -> argparse.ArgumentParser:
@@ -53,15 +53,50 @@ def check_arguments(argv: list[str]) -> None:
         raise InvalidArgument(name, f"{raw} is not valid {encoding.upper()} text")
 
 
+# Request fields whose command-line flag is not simply --FIELD (with - for _).
+_FLAG_OF_FIELD = {"at_date": "at", "station_id": "station", "status_codes": "status"}
+
+
+def flag_names(parser: argparse.ArgumentParser, args: argparse.Namespace | None) -> dict[str, str]:
+    """Request field -> the flag a person types for it, in the (sub-)command that was run."""
+    names: dict[str, str] = {}
+    current: argparse.ArgumentParser | None = parser if args is not None else None
+    while current is not None:
+        chosen = None
+        for action in current._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                chosen = action.choices.get(getattr(args, action.dest, None) or "")
+            elif action.option_strings:
+                names[action.dest] = max(action.option_strings, key=len)
+        current = chosen
+    for field, dest in _FLAG_OF_FIELD.items():
+        if dest in names:
+            names[field] = names[dest]
+    return names
+
+
+def in_flags(error: VimarkError, names: dict[str, str]) -> str:
+    """The error's message with the request's field names turned into the flags that were typed."""
+    message = error.message
+    if isinstance(error, InvalidArgument) and error.field in names:
+        message = f"{names[error.field]}: {error.description}"
+    for field in sorted(names, key=len, reverse=True):
+        if "_" in field:  # only multi-word field names: single words are ordinary English
+            message = re.sub(rf"\b{field}\b", names[field], message)
+    return message
+
+
 def main(argv: list[str] | None = None, groups: Sequence[Register] = CLIENT_COMMANDS) -> int:
     """Run one command; every VimarkError becomes one line on stderr and exit status 2, here only."""
     argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser(groups)
+    args: argparse.Namespace | None = None
     try:
         check_arguments(argv)
-        args = build_parser(groups).parse_args(argv)
+        args = parser.parse_args(argv)
         return int(args.func(args))
     except VimarkError as exc:
-        print(f"vimark: {exc.message} [{exc.reason}]", file=sys.stderr)
+        print(f"vimark: {in_flags(exc, flag_names(parser, args))} [{exc.reason}]", file=sys.stderr)
         return 2
 
 

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from vimark.client.cli.common import add_client_flags, connect, dump, emit
-from vimark.client.domain import STATUS_CODES
+from vimark.client.domain import CHINA_TIME, STATUS_CODES, parse_plate_number, parse_plate_type
 from vimark.client.errors import InvalidArgument
 from vimark.v1 import certificate_pb2
 from vimark.v1 import mark_service_pb2 as pb
@@ -78,6 +78,10 @@ def issue(args: argparse.Namespace) -> int:
 def verify(args: argparse.Namespace) -> int:
     if bool(args.qr_text) == bool(args.image):
         raise InvalidArgument("qr_text", "give the QR text or --image FILE (one of them)")
+    if args.qr_text and Path(args.qr_text).is_file():
+        raise InvalidArgument(
+            "qr_text", f"{args.qr_text} is a file: to read the QR in a picture, use --image {args.qr_text}"
+        )
     text = args.qr_text
     if args.image:
         from vimark.client.qrimage import decode_image
@@ -115,11 +119,17 @@ def standing_lines(r: pb.VerifyResponse | pb.LookupVehicleStatusResponse) -> lis
 
 
 def lookup(args: argparse.Namespace) -> int:
+    if not (args.plate_number or args.plate_type or args.vin):
+        raise InvalidArgument("plate_number", "give --plate-number and --plate-type, or --vin")
+    plate = {}
+    if args.plate_number or args.plate_type:  # checked here, so a typo costs no call
+        plate = {"plate_number": parse_plate_number(args.plate_number), "plate_type": parse_plate_type(args.plate_type)}
     with connect(args) as client:
-        r = client.lookup(plate_number=args.plate_number, plate_type=args.plate_type, vin=args.vin, at_date=args.at)
+        r = client.lookup(vin=args.vin, at_date=args.at, **plate)
     validity = "within validity" if r.within_validity else "NOT within validity"
+    named = f"{r.plate_number} ({r.plate_type})" if r.plate_number else f"VIN {args.vin}"
     lines = [
-        f"{r.plate_number} ({r.plate_type}): {validity}, valid until {r.valid_until or 'never inspected'}",
+        f"{named}: {validity}, valid until {r.valid_until}",
         f"  current mark {r.current_serial or 'none'}",
     ]
     lines += standing_lines(r)
@@ -132,7 +142,7 @@ def lookup(args: argparse.Namespace) -> int:
 def present(args: argparse.Namespace) -> int:
     with connect(args) as client:
         r = client.present(plate_number=args.plate_number, plate_type=args.plate_type)
-    expires = r.live_expire_time.ToDatetime().strftime("%H:%M:%S UTC")
+    expires = r.live_expire_time.ToDatetime(CHINA_TIME).strftime("%Y-%m-%d %H:%M:%S China Standard Time (UTC+8)")
     emit(
         args,
         r,

@@ -5,10 +5,11 @@ from __future__ import annotations
 import argparse
 import csv
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from vimark.client.cli.common import add_client_flags, connect, dump, emit
+from vimark.client.domain import parse_plate_number, parse_plate_type
 from vimark.client.errors import InvalidArgument
 from vimark.v1 import registry_service_pb2 as rpb
 
@@ -64,8 +65,8 @@ def read_csv(path: Path) -> list[tuple[int, rpb.Vehicle]]:
                 cell = {c: (row.get(c) or "").strip() for c in (*CSV_COLUMNS, *OPTIONAL_COLUMNS)}  # short row: None
                 where = f"{path} line {reader.line_num}"
                 vehicle = rpb.Vehicle(
-                    plate_number=cell["plate_number"],
-                    plate_type=cell["plate_type"].zfill(2),
+                    plate_number=_plate_cell(parse_plate_number, cell["plate_number"], where),
+                    plate_type=_plate_cell(parse_plate_type, cell["plate_type"], where),
                     vin=cell["vin"],
                     category=cell["category"],
                     registered_on=cell["registered_on"],
@@ -94,6 +95,15 @@ def _check_header(path: Path, header: Sequence[str]) -> None:
     repeated = sorted({c for c in header if header.count(c) > 1})
     if repeated:
         raise InvalidArgument("file", f"{path}: header repeats {', '.join(repeated)}")
+
+
+def _plate_cell(parse: Callable[[str], str], text: str, where: str) -> str:
+    """A plate number or type cell in its canonical form, read as every entry point reads it
+    (京a·12345 -> 京A12345, 2 -> 02); refused here, so a bad plate anywhere sends nothing."""
+    try:
+        return parse(text)
+    except InvalidArgument as exc:
+        raise InvalidArgument(exc.field, f"{where}: {exc.description} (nothing was imported)") from None
 
 
 def _seats(text: str, where: str) -> int:
@@ -152,9 +162,10 @@ def import_csv(args: argparse.Namespace) -> int:
 
 
 def set_status(args: argparse.Namespace) -> int:
+    plate_number, plate_type = parse_plate_number(args.plate_number), parse_plate_type(args.plate_type)
     with connect(args) as client:
-        r = client.set_status(plate_number=args.plate_number, plate_type=args.plate_type, status_codes=args.status)
-    emit(args, r, f"{args.plate_number} ({args.plate_type}) status now {r.status_codes}")
+        r = client.set_status(plate_number=plate_number, plate_type=plate_type, status_codes=args.status)
+    emit(args, r, f"{plate_number} ({plate_type}) status now {r.status_codes}")
     return 0
 
 

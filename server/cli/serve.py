@@ -13,10 +13,13 @@ from types import FrameType
 
 from vimark.client.cli.common import dump
 from vimark.client.errors import VimarkError
+from vimark.server.cli.preflight import check_key_directory, check_listen, check_readable
 from vimark.server.policy import ROLE_NAMES
+from vimark.server.store import check_database_url
 
 DEFAULT_DB = "sqlite:///vimark.db"
 DEFAULT_KEYS = Path("vimark-keys")
+DEFAULT_METRICS_HOST, DEFAULT_METRICS_PORT = "127.0.0.1", 9464
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -35,7 +38,13 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         metavar="DIR",
         help=f"key directory, created on first start if absent (default {DEFAULT_KEYS})",
     )
-    p.add_argument("--metrics-port", default=9464, type=int, metavar="N", help="Prometheus metrics port (0: off)")
+    p.add_argument(
+        "--metrics-listen",
+        default=f"{DEFAULT_METRICS_HOST}:{DEFAULT_METRICS_PORT}",
+        metavar="HOST:PORT",
+        help=f"Prometheus metrics at http://HOST:PORT/metrics (default {DEFAULT_METRICS_HOST}:{DEFAULT_METRICS_PORT})",
+    )
+    p.add_argument("--metrics-port", type=int, metavar="N", help="only the port of --metrics-listen (0: no metrics)")
     p.add_argument(
         "--demo", default=0, type=int, metavar="N", help="seed N synthetic vehicles with marks into an empty database"
     )
@@ -67,7 +76,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         default=1,
         type=int,
         metavar="N",
-        help="server processes sharing the port (SO_REUSEPORT); worker i serves metrics on --metrics-port + i",
+        help="server processes sharing the port (SO_REUSEPORT); worker i serves metrics on the metrics port + i",
     )
     p.add_argument(
         "--presentation-lifetime",
@@ -147,9 +156,33 @@ def serve(args: argparse.Namespace) -> int:
             rates[Role(role)] = Rate.parse(rate)
         except ValueError as exc:
             raise VimarkError(f"--rate-limit {item}: {exc}", reason="USAGE") from None
+    # Everything a user can get wrong is checked before anything is created or bound.
+    check_database_url(args.db)
+    check_readable(
+        {
+            "--tls-cert": args.tls_cert,
+            "--tls-key": args.tls_key,
+            "--client-ca": args.client_ca,
+            "--client-crl": args.client_crl,
+        }
+    )
+    check_listen(args.listen, "--listen")
+    metrics_host, _, metrics_port = args.metrics_listen.rpartition(":")
+    try:
+        port = int(metrics_port) if args.metrics_port is None else args.metrics_port
+    except ValueError:
+        raise VimarkError(f"--metrics-listen {args.metrics_listen!r} is not HOST:PORT", reason="USAGE") from None
+    if port:
+        check_listen(f"{metrics_host}:{port}", "--metrics-listen")
+    check_key_directory(args.keys)
     directory = KeyDirectory(args.keys)
     if not directory.exists():
-        directory.init()
+        try:
+            directory.init()
+        except OSError as exc:
+            raise VimarkError(
+                f"cannot create the key directory {args.keys}: {exc.strerror or exc}", reason="KEY_STORE"
+            ) from None
         logging.info("created key directory %s (private keys mode 0600)", args.keys)
     config = ServerConfig(
         db_url=args.db,
@@ -158,7 +191,8 @@ def serve(args: argparse.Namespace) -> int:
         tls=TlsConfig(args.tls_cert, args.tls_key, args.client_ca, args.client_crl) if all(tls_files) else None,
         dev_role=None if args.role == "any" else Role(args.role),
         rate_limits=rates,
-        metrics_port=args.metrics_port,
+        metrics_port=port,
+        metrics_host=metrics_host.strip("[]") or DEFAULT_METRICS_HOST,
         presentation_lifetime=dt.timedelta(seconds=args.presentation_lifetime),
         demo_vehicles=args.demo,
         shutdown_delay=args.shutdown_delay,

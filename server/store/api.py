@@ -1,8 +1,9 @@
 """`Store`, vimark's database: the one public entry point of the store package.
 
 It owns one `engine.Database` and hands each call to the part whose job it is, as Boulder's
-storage authority does: `writes.Writes` (registry, status, revocation, Issue, audit appends)
-and `reads.Reads` (marks, the index's snapshot and change log, counts, audit reads)."""
+storage authority does: `writes.Writes` (registry, status, revocation, audit appends and
+pruning), `issuance.Issuance` (Issue, group-committed) and `reads.Reads` (marks, the index's
+snapshot and change log, counts, audit reads and the chain's verification)."""
 
 from __future__ import annotations
 
@@ -11,10 +12,13 @@ from collections.abc import Callable, Sequence
 
 from sqlalchemy import Engine
 
-from vimark.server.records import AuditEvent, Change, MarkPlan, MarkRecord, VehicleRecord
+from vimark.client.errors import InvalidArgument
+from vimark.server.records import AuditEvent, Change, CopyPlan, MarkPlan, MarkRecord, VehicleRecord
+from vimark.server.store import schema
 from vimark.server.store.engine import Database
+from vimark.server.store.issuance import Issuance, IssueJob
 from vimark.server.store.reads import Reads
-from vimark.server.store.writes import IssueJob, Writes
+from vimark.server.store.writes import Writes
 
 
 class Store:
@@ -30,6 +34,7 @@ class Store:
         self.engine: Engine = self._db.engine
         self._reads = Reads(self._db)
         self._writes = Writes(self._db)
+        self._issuance = Issuance(self._db)
         if migrate:
             self.migrate()
 
@@ -63,17 +68,30 @@ class Store:
         request_id: str,
         plate_type: str,
         plate_number: str,
-        decide: Callable[[VehicleRecord, MarkRecord | None], MarkPlan],
-        sign: Callable[[int, VehicleRecord, MarkPlan], tuple[str, int]],
-    ) -> tuple[MarkRecord, bool, int | None]:
-        """Issue: decide (rules), sign, insert the mark, make it current, log; durable on return.
+        decide: Callable[[VehicleRecord, MarkRecord | None], MarkPlan | CopyPlan],
+        sign: Callable[[int, VehicleRecord, MarkPlan | MarkRecord], tuple[str, int]],
+        digest: str = "",
+    ) -> tuple[MarkRecord, bool, int | None, str]:
+        """Issue: `decide(vehicle, its current mark or None)` (rules), then, durable on return:
 
-        Returns (mark, replayed, change id); a request_id seen before returns its first mark, writes
-        nothing and has no change id. Concurrent calls are group-committed: each runs in isolation
-        (its refusal or error is its own) but they share one transaction."""
-        return self._writes.issue(IssueJob(request_id, plate_type, plate_number, decide, sign))
+        - a `MarkPlan`: `sign(serial, vehicle, plan)`, insert the mark, make it current, log it;
+        - a `CopyPlan`: answer with the current mark, nothing made current, nothing logged; with
+          `resign`, `sign(its serial, vehicle, the mark)` and store the new QR text and key id.
+
+        Either way the request is recorded (request_id, the mark answered, `digest`: the
+        request's parameters as the caller hashed them, at most 64 characters).
+
+        Returns (mark, replayed, change id, digest). A request_id answered before returns that
+        mark as it now reads, replayed=True, no change id and the digest stored with it, and
+        writes nothing: comparing digests (and vehicles) is the caller's. A grant returns the
+        change id that made it current; a copy None. Concurrent calls are group-committed: each
+        runs in isolation (its refusal or error is its own) but they share one transaction."""
+        if len(digest) > schema.REQUEST_DIGEST_WIDTH:
+            raise InvalidArgument("digest", f"at most {schema.REQUEST_DIGEST_WIDTH} characters")
+        return self._issuance.issue(IssueJob(request_id, plate_type, plate_number, decide, sign, digest))
 
     def mark_by_request_id(self, request_id: str) -> MarkRecord | None:
+        """The mark the request was answered with (a new mark, or a copy of the current one)."""
         return self._reads.mark_by_request_id(request_id)
 
     def mark_by_serial(self, serial: int) -> MarkRecord | None:
@@ -94,8 +112,23 @@ class Store:
 
     # -- audit log ---------------------------------------------------------------------------
     def append_audit(self, events: Sequence[AuditEvent]) -> None:
-        """Write a batch of audit events in one transaction."""
+        """Write a batch of audit events in one transaction, each chained to the one stored
+        before it (store/audit_chain.py); events from several processes chain in id order."""
         self._writes.append_audit(events)
+
+    def verify_audit_chain(self, page: int = 5000) -> tuple[int, str, int | None]:
+        """Recompute the audit log's hash chain in id order, from where pruning left it, reading
+        `page` events at a time in one snapshot. Returns (events checked, the head: the last
+        event's stored chain, or the anchor's, id of the first event whose stored chain does not
+        match, or None when all do)."""
+        return self._reads.verify_audit_chain(page)
+
+    def prune_audit(self, before: dt.datetime, through_id: int) -> int:
+        """Delete, in one transaction, the oldest audit events: id <= through_id and time before
+        `before` (timezone-aware), from the oldest on up to the first that is not before it, so the
+        rest still chains. The chain's anchor moves to the last one deleted. Returns how many were
+        deleted. How old is old enough is the caller's policy."""
+        return self._writes.prune_audit(before, through_id)
 
     def list_audit_events(
         self,

@@ -3,7 +3,7 @@ directly instead of through SQLAlchemy's statements, and what the driver needs t
 
 Everything else in the store is SQLAlchemy Core. These are the hot paths, each moved for a
 measured reason:
-- Issue's group transaction (`writes.Writes._issue_group_once`) and the change-log writer every
+- Issue's group transaction (`issuance.Issuance._issue_group_once`) and the change-log writer every
   write ends with (`writes.log_changes`): SQLAlchemy's work per statement (cache keys, IN-list
   expansion, result processing) was most of an Issue's time, and a group is one writer's
   critical section.

@@ -47,6 +47,7 @@ class Database:
             database = self.engine.url.database
             if database and database != ":memory:" and not database.startswith("file:"):
                 self._writer_lock = Path(database + "-writer.lock")
+                _create_private(Path(database))
             event.listen(self.engine, "connect", _sqlite_on_connect)
             event.listen(self.engine, "begin", _sqlite_on_begin)
         else:
@@ -205,6 +206,17 @@ class Database:
             yield
         finally:
             os.close(fd)  # closing the only descriptor releases the lock
+
+
+def _create_private(database: Path) -> None:
+    """Create the SQLite file, empty, readable by its owner only, if it does not exist yet: it
+    holds VINs and the audit trail. SQLite gives its -wal and -shm files the main file's mode. A
+    file that exists keeps its mode (the operator's choice); a failure here is left to SQLite to
+    report on first use, as it would have been."""
+    try:
+        os.close(os.open(database, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except OSError:
+        pass
 
 
 def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:

@@ -12,7 +12,7 @@ from typing import Any
 
 from vimark.client.domain import VehicleCategory
 from vimark.server.records import AuditEvent, MarkRecord, VehicleRecord
-from vimark.server.store import schema
+from vimark.server.store import audit_chain, schema
 
 Day = Callable[[Any], dt.date]
 
@@ -54,6 +54,9 @@ def mark(r: Sequence[Any], day: Day = _as_stored) -> MarkRecord:
         qr_text=r[10],
         request_id=r[11],
         revoked=bool(r[12]),
+        issued_by=r[13],
+        issuer_fingerprint=r[14],
+        station_id=r[15],
     )
 
 
@@ -68,7 +71,9 @@ def audit_event(r: Sequence[Any]) -> AuditEvent:
         plate_number=r[5],
         verdict=r[6],
         serial=r[7],
-        event_id=r[8],
+        fingerprint=r[8],
+        event_id=r[9],
+        chain=r[10],
     )
 
 
@@ -80,7 +85,23 @@ def row(columns: Sequence[str], values: Mapping[str, Any]) -> tuple[Any, ...]:
     return tuple(values[name] for name in columns)
 
 
-def audit_row(e: AuditEvent) -> tuple[Any, ...]:
-    """The row for `schema.INSERT_AUDIT`: texts cut to their columns, a serial that is not one of ours 0."""
-    texts = (getattr(e, name).replace("\x00", "")[:width] for name, width in schema.AUDIT_TEXT_WIDTHS)
-    return (e.at.timestamp(), *texts, e.serial if 0 <= e.serial < 2**63 else 0)
+def audit_content(e: AuditEvent) -> tuple[Any, ...]:
+    """An audit event's values as they are stored and hashed (`schema.AUDIT_CONTENT`, the arguments
+    of `audit_chain.link` after `prev`): texts without NULs or the chain's separator, cut to their
+    columns; a serial that is not one of ours 0."""
+    widths = schema.AUDIT_TEXT_WIDTHS
+    return (
+        e.at.timestamp(),
+        _text(e.caller_id, widths["caller_id"]),
+        _text(e.role, widths["role"]),
+        _text(e.rpc, widths["rpc"]),
+        _text(e.plate_type, widths["plate_type"]),
+        _text(e.plate_number, widths["plate_number"]),
+        _text(e.verdict, widths["verdict"]),
+        e.serial if 0 <= e.serial < 2**63 else 0,
+        _text(e.fingerprint, widths["fingerprint"]),
+    )
+
+
+def _text(value: str, width: int) -> str:
+    return value.replace("\x00", "").replace(audit_chain.SEPARATOR, "")[:width]

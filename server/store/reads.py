@@ -13,9 +13,19 @@ from sqlalchemy.exc import DBAPIError
 
 from vimark.client.errors import InvalidArgument, Unavailable
 from vimark.server.records import AuditEvent, Change, MarkRecord, VehicleRecord
-from vimark.server.store import mapping, schema
+from vimark.server.store import audit_chain, mapping, schema
 from vimark.server.store.engine import Database
-from vimark.server.store.schema import AUDIT_READ, MARK_READ, VEHICLE_READ, AuditRow, ChangeRow, MarkRow, VehicleRow
+from vimark.server.store.schema import (
+    AUDIT_READ,
+    MARK_READ,
+    VEHICLE_READ,
+    AuditAnchorRow,
+    AuditRow,
+    ChangeRow,
+    IssueRequestRow,
+    MarkRow,
+    VehicleRow,
+)
 
 
 class Reads:
@@ -24,7 +34,10 @@ class Reads:
 
     # -- marks -------------------------------------------------------------------------------
     def mark_by_request_id(self, request_id: str) -> MarkRecord | None:
-        return self._mark_where(MarkRow.request_id == request_id)
+        """The mark the request was answered with (a new mark, or a copy of the current one)."""
+        answered = select(IssueRequestRow.serial).where(IssueRequestRow.request_id == request_id).scalar_subquery()
+        # Or the mark granted under it by a server of a version before issue_requests.
+        return self._mark_where((MarkRow.serial == answered) | (MarkRow.request_id == request_id))
 
     def mark_by_serial(self, serial: int) -> MarkRecord | None:
         return self._mark_where(MarkRow.serial == serial)
@@ -91,6 +104,33 @@ class Reads:
         except DBAPIError as exc:  # e.g. PostgreSQL's undefined table: a database never migrated
             raise Unavailable(f"cannot read the audit log (is the schema migrated?): {exc.orig}") from exc
         return [mapping.audit_event(r) for r in rows]
+
+    def verify_audit_chain(self, page: int) -> tuple[int, str, int | None]:
+        """Walk the audit log in id order, from the anchor (or the start), in one snapshot, and
+        recompute each event's chain from the one stored before it (audit_chain.py)."""
+        if page < 1:
+            raise InvalidArgument("page", f"must be at least 1, not {page}")
+        content = [schema.AUDIT.c[name] for name in schema.AUDIT_CONTENT]
+        try:
+            with self._db.read(consistent=True) as conn:
+                anchor = conn.execute(
+                    select(AuditAnchorRow.event_id, AuditAnchorRow.chain).where(AuditAnchorRow.id == 1)
+                ).first()
+                after, prev = (anchor[0], anchor[1]) if anchor is not None else (0, audit_chain.GENESIS)
+                checked, first_broken = 0, None
+                while True:
+                    query = select(AuditRow.id, *content, AuditRow.chain).where(AuditRow.id > after)
+                    rows = conn.execute(query.order_by(AuditRow.id).limit(page)).all()
+                    for r in rows:
+                        if first_broken is None and r[-1] != audit_chain.link(prev, *r[1:-1]):
+                            first_broken = r[0]
+                        prev = r[-1]  # the next one follows from what is stored, so a break is found where it is
+                    checked += len(rows)
+                    if len(rows) < page:
+                        return checked, prev, first_broken
+                    after = rows[-1][0]
+        except DBAPIError as exc:  # e.g. PostgreSQL's undefined table: a database never migrated
+            raise Unavailable(f"cannot read the audit log (is the schema migrated?): {exc.orig}") from exc
 
 
 def _check_limit(limit: int) -> None:

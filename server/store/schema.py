@@ -2,6 +2,9 @@
 each record is read from (`VEHICLE_READ`, `MARK_READ`, `AUDIT_READ`) and the statements of the
 driver path (`driver.py`), rendered from those columns in qmark style.
 
+A column added to a table with rows in it has a server default too (`server_default`), as its
+migration needs one for the rows already there.
+
 Migrations (`server/migrations`) are compared against `Base.metadata` by the tests."""
 
 from __future__ import annotations
@@ -69,6 +72,21 @@ class MarkRow(Base):
     qr_text: Mapped[str] = mapped_column(Text)
     revoked: Mapped[bool] = mapped_column(Boolean, default=False)
     revoked_reason: Mapped[str] = mapped_column(String(200), default="")
+    issued_by: Mapped[str] = mapped_column(String(80), default="", server_default="")  # "role/caller_id"
+    issuer_fingerprint: Mapped[str] = mapped_column(String(64), default="", server_default="")  # hex SHA-256
+
+
+class IssueRequestRow(Base):
+    """One answered Issue request: which mark it was answered with (a new one, or a copy of the
+    current one), so a retry of the request gets the same answer. `digest` is the request's
+    parameters hashed by Store.issue's caller ("" = unknown: rows from before it was kept)."""
+
+    __tablename__ = "issue_requests"
+
+    request_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    serial: Mapped[int] = mapped_column(BigInteger)  # the mark answered
+    digest: Mapped[str] = mapped_column(String(64), default="", server_default="")
+    at: Mapped[float] = mapped_column(Double)  # Unix seconds
 
 
 class ChangeRow(Base):
@@ -97,14 +115,30 @@ class AuditRow(Base):
     rpc: Mapped[str] = mapped_column(String(32))
     plate_type: Mapped[str] = mapped_column(String(8))
     plate_number: Mapped[str] = mapped_column(String(32))  # empty when the QR was not authentic
-    verdict: Mapped[str] = mapped_column(String(32))  # a Verdict name, or FOUND / NOT_FOUND for a lookup
+    # A Verdict name; FOUND / NOT_FOUND for a lookup; ISSUED, COPIED, PRESENTED... or REFUSED_<reason> for an issuer
+    verdict: Mapped[str] = mapped_column(String(48))
     serial: Mapped[int] = mapped_column(BigInteger)  # 0 = no mark identified
+    fingerprint: Mapped[str] = mapped_column(String(64), default="", server_default="")  # caller's certificate
+    chain: Mapped[str] = mapped_column(String(64), default="", server_default="")  # audit_chain.link
+
+
+class AuditAnchorRow(Base):
+    """Where the audit hash chain continues after pruned events: the last pruned event's id and
+    chain (one row, id 1, once anything was pruned)."""
+
+    __tablename__ = "audit_chain_anchor"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)  # always 1
+    event_id: Mapped[int] = mapped_column(BigInteger)
+    chain: Mapped[str] = mapped_column(String(64))
 
 
 VEHICLES: Table = Base.metadata.tables["vehicles"]
 MARKS: Table = Base.metadata.tables["marks"]
 CHANGES: Table = Base.metadata.tables["change_log"]
 AUDIT: Table = Base.metadata.tables["audit_events"]
+REQUESTS: Table = Base.metadata.tables["issue_requests"]
+ANCHOR: Table = Base.metadata.tables["audit_chain_anchor"]
 
 
 # -- what each record is read from ------------------------------------------------------------
@@ -125,9 +159,25 @@ VEHICLE_READ = _read(VehicleRecord, VEHICLES, {"vehicle_id": "id"})
 MARK_READ = _read(MarkRecord, MARKS, {}, joined=VEHICLES)  # plate type, plate number, VIN: its vehicle's
 AUDIT_READ = _read(AuditEvent, AUDIT, {"event_id": "id"})
 
+# An audit event's stored values that its chain is made of (audit_chain.canonical's arguments, in
+# its order): every column but the id and the chain itself.
+AUDIT_CONTENT = tuple(c.name for c in AUDIT.c if c.name not in ("id", "chain"))
+assert AUDIT_CONTENT == (
+    "at", "caller_id", "role", "rpc", "plate_type", "plate_number", "verdict", "serial", "fingerprint"
+), "audit_chain.canonical hashes these columns in this order"  # fmt: skip
 # Widths of the audit text columns: a value is cut to fit rather than refused (a too-long caller id
 # or plate from a request must not make a whole batch of the audit log unwritable).
-AUDIT_TEXT_WIDTHS = tuple((c.name, c.type.length or 0) for c in AUDIT.c if isinstance(c.type, String))
+AUDIT_TEXT_WIDTHS = {c.name: c.type.length or 0 for c in AUDIT.c if isinstance(c.type, String) and c.name != "chain"}
+
+
+def _width(column: Column[Any]) -> int:
+    assert isinstance(column.type, String) and column.type.length, f"{column} is a text of bounded width"
+    return column.type.length
+
+
+# Widths of the texts a mark plan carries: a plan that does not fit is refused, that command only.
+MARK_TEXT_WIDTHS = {name: _width(MARKS.c[name]) for name in ("station_id", "issued_by", "issuer_fingerprint")}
+REQUEST_DIGEST_WIDTH = _width(REQUESTS.c.digest)
 
 
 # -- the driver path's statements (driver.py runs them; see the measurements there) -------------
@@ -151,11 +201,22 @@ ISSUE_VEHICLES = (
     " WHERE vehicles.plate_type IN ({types}) AND vehicles.plate_number IN ({numbers}) ORDER BY vehicles.id"
 )
 LOCK_VEHICLES = " FOR UPDATE OF vehicles"  # PostgreSQL; SQLite's BEGIN IMMEDIATE already excludes writers
-# Issue, step 2: marks by request id ({ids}: a placeholder list).
+# Issue, step 2: requests answered before, each with its digest and its mark as it now reads
+# ({ids}: a placeholder list).
+REQUESTS_BY_ID = (
+    f"SELECT issue_requests.request_id, issue_requests.digest, {_names(MARK_READ)} FROM issue_requests"
+    " JOIN marks ON marks.serial = issue_requests.serial JOIN vehicles ON vehicles.id = marks.vehicle_id"
+    " WHERE issue_requests.request_id IN ({ids})"
+)
+# Marks by their grant's request id ({ids}): a mark a server of a version before issue_requests
+# granted (a rolling upgrade) has no request row.
 MARKS_BY_REQUEST_ID = (
     f"SELECT {_names(MARK_READ)} FROM marks JOIN vehicles ON vehicles.id = marks.vehicle_id"
     " WHERE marks.request_id IN ({ids})"
 )
+REQUEST_COLUMNS = tuple(c.name for c in REQUESTS.c)
+INSERT_REQUEST = _insert(REQUESTS, REQUEST_COLUMNS)
+RESIGN_MARK = "UPDATE marks SET qr_text = ?, key_id = ? WHERE serial = ?"  # a copy signed with the active key
 LAST_SERIAL = "SELECT coalesce(max(serial), 0) FROM marks"  # SQLite, the only writer
 NEXT_SERIALS = "SELECT nextval(pg_get_serial_sequence('marks', 'serial')) FROM generate_series(1, ?)"  # PostgreSQL
 MARK_COLUMNS = tuple(c.name for c in MARKS.c)  # a new mark's row, whole (mapping.row orders it)
@@ -175,7 +236,10 @@ CHANGES_SINCE = (
     " JOIN vehicles ON vehicles.id = change_log.vehicle_id WHERE change_log.id > ? ORDER BY change_log.id LIMIT ?"
 )
 
-# The audit writer: the time, the texts (cut to AUDIT_TEXT_WIDTHS), the serial (mapping.audit_row).
-_AUDIT_WRITTEN = ("at", *(name for name, _ in AUDIT_TEXT_WIDTHS), "serial")
-assert set(_AUDIT_WRITTEN) == {c.name for c in AUDIT.c} - {"id"}, "mapping.audit_row writes every audit column"
-INSERT_AUDIT = _insert(AUDIT, _AUDIT_WRITTEN)
+# The audit writer (writes.append_audit): each row is its content (mapping.audit_content) and its
+# chain; on SQLite with its id first (the only writer gives them: ids never go back after a prune).
+LAST_AUDIT = "SELECT id, chain FROM audit_events ORDER BY id DESC LIMIT 1"
+AUDIT_ANCHOR = "SELECT event_id, chain FROM audit_chain_anchor WHERE id = 1"
+INSERT_AUDIT = _insert(AUDIT, (*AUDIT_CONTENT, "chain"))
+INSERT_AUDIT_WITH_ID = _insert(AUDIT, ("id", *AUDIT_CONTENT, "chain"))
+assert {"id", *AUDIT_CONTENT, "chain"} == set(AUDIT.c.keys()), "the audit writer writes every audit column"

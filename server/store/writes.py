@@ -1,4 +1,5 @@
-"""Writes: the registry's vehicles, statuses, revocations, Issue (group-committed) and the audit log.
+"""Writes: the registry's vehicles, statuses, revocations and the audit log; and the change-log
+writer every write ends with, Issue's too (issuance.py).
 
 Every write commits its rows and its change-log rows in one transaction: `log_changes` is the
 last statement of each. Change-log ids are assigned in commit order (SQLite serialises writers;
@@ -6,35 +7,33 @@ on PostgreSQL an advisory lock is taken just before the change-log insert and he
 a reader that tails `id > last` never skips a row that commits later.
 
 Lock order, so writers cannot deadlock one another: vehicle and mark rows first, the change-log
-lock last.
+lock last. The audit log has a lock of its own (the SQLite writer lock; an advisory lock on
+PostgreSQL), taken first and alone by the audit writes: its events are chained in id order
+(audit_chain.py), so each append reads the chain's head and writes after it under that lock.
 
-Issues are group-committed: concurrent calls share one transaction (`Writes.issue`), which locks
-all its vehicles in one statement in id order, writes every mark, then logs every change; so
-the lock order above holds for a group as for a single write. The group's statements, the
-change-log rows and the audit rows go to the driver directly (driver.py says why); the rest is
-SQLAlchemy Core.
+The change-log rows and the audit rows go to the driver directly (driver.py says why); the rest
+is SQLAlchemy Core.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, replace
-from typing import Any, cast
+from collections.abc import Sequence
+from dataclasses import replace
+from typing import Any
 
-from sqlalchemy import insert, select, tuple_, update
+from sqlalchemy import delete, func, insert, select, tuple_, update
 from sqlalchemy.exc import IntegrityError
 
 from vimark.client.errors import InvalidArgument, NotFound, Unavailable, VimarkError
-from vimark.server.group_commit import GroupCommitter
-from vimark.server.records import AuditEvent, MarkPlan, MarkRecord, VehicleRecord
-from vimark.server.store import mapping, schema
+from vimark.server.records import AuditEvent, VehicleRecord
+from vimark.server.store import audit_chain, mapping, schema
 from vimark.server.store.driver import Driver, cursor_in
 from vimark.server.store.engine import Conflict, Database
-from vimark.server.store.schema import VEHICLE_READ, MarkRow, VehicleRow
+from vimark.server.store.schema import VEHICLE_READ, AuditAnchorRow, AuditRow, MarkRow, VehicleRow
 
 _CHANGE_LOG_LOCK = 0x76696D61  # "vima": the advisory lock that orders change-log ids on PostgreSQL
-_ISSUE_GROUP_MAX = 64  # Issues per group transaction: bounds its statement sizes and its last caller's wait
+_AUDIT_CHAIN_LOCK = 0x76696D63  # "vimc": the advisory lock that orders audit ids, and their chain, on PostgreSQL
 
 
 def log_changes(driver: Driver, c: Any, vehicle_ids: Sequence[int], revoked_serial: int | None = None) -> list[int]:
@@ -67,29 +66,10 @@ def log_changes(driver: Driver, c: Any, vehicle_ids: Sequence[int], revoked_seri
             return ids
 
 
-@dataclass(frozen=True)
-class IssueJob:
-    """One Issue waiting for its group's transaction."""
-
-    request_id: str
-    plate_type: str
-    plate_number: str
-    decide: Callable[[VehicleRecord, MarkRecord | None], MarkPlan]
-    sign: Callable[[int, VehicleRecord, MarkPlan], tuple[str, int]]
-
-
-IssueResult = tuple[MarkRecord, bool, int | None]  # (mark, replayed, change id or None for a replay)
-_IssueOutcome = IssueResult | BaseException  # or the exception its caller gets
-
-
 class Writes:
     def __init__(self, db: Database) -> None:
         self._db = db
         self._driver = db.driver
-        # Concurrent Issues share one transaction and one commit (one fsync): see `issue`.
-        self._issues: GroupCommitter[IssueJob, IssueResult] = GroupCommitter(
-            self._issue_group, max_batch=_ISSUE_GROUP_MAX
-        )
 
     # -- registry ----------------------------------------------------------------------------
     def upsert_vehicles(self, vehicles: Sequence[VehicleRecord]) -> tuple[int, int]:
@@ -194,179 +174,68 @@ class Writes:
 
     # -- audit log ---------------------------------------------------------------------------
     def append_audit(self, events: Sequence[AuditEvent]) -> None:
+        """Write a batch in one transaction, each event chained to the one before it in id order
+        (audit_chain.py): the chain's head is read, and the ids assigned, under the audit lock."""
         if not events:
             return
-        rows = [mapping.audit_row(e) for e in events]
+        driver = self._driver
+        contents = [mapping.audit_content(e) for e in events]
         try:
             with self._db.driver_cursor(write=True) as c:
-                c.executemany(self._driver.sql(schema.INSERT_AUDIT), rows)
-        except self._driver.DatabaseError as exc:  # anything but OperationalError, which the guard made Unavailable
+                last_id, prev = _audit_head(driver, c)
+                rows = []
+                for content in contents:
+                    prev = audit_chain.link(prev, *content)
+                    rows.append((*content, prev))
+                if driver.is_sqlite:  # the only writer: ids after the last ever given, pruned or not
+                    c.executemany(
+                        schema.INSERT_AUDIT_WITH_ID, [(last_id + k, *row) for k, row in enumerate(rows, start=1)]
+                    )
+                else:  # the sequence, under the audit lock: ids in chain order
+                    c.executemany(driver.sql(schema.INSERT_AUDIT), rows)
+        except driver.DatabaseError as exc:  # anything but OperationalError, which the guard made Unavailable
             raise VimarkError(f"audit events refused by the database: {exc}", reason="AUDIT_WRITE_FAILED") from exc
 
-    # -- issuance ----------------------------------------------------------------------------
-    def issue(self, job: IssueJob) -> IssueResult:
-        return self._issues.submit(job)
-
-    def _issue_group(self, jobs: Sequence[IssueJob]) -> list[_IssueOutcome]:
-        for attempt in range(3):
-            try:
-                return self._issue_group_once(jobs)
-            except Conflict:
-                # Two groups met on the same rows (another server): nothing was written; run again.
-                if attempt == 2:
-                    raise
-        raise AssertionError("unreachable")
-
-    def _issue_group_once(self, jobs: Sequence[IssueJob]) -> list[_IssueOutcome]:
-        """One transaction for the whole group, in lock order:
-        1. lock every vehicle of the group in one statement, in id order (as registry batches do),
-           reading each one's current mark with it;
-        2. read the group's earlier marks (replays), after the locks; then the group's serials;
-        3. per command: rules, a serial, the signature (no database: a refusal or error is that
-           command's outcome alone); then every new mark row, whole, in one batch under a
-           SAVEPOINT (if a concurrent server took a request_id, that batch is undone and the
-           marks go in one SAVEPOINT each, so only that command is affected);
-        4. the vehicles' new current marks, then the change-log rows (change-log lock last);
-        5. commit; only then is any outcome returned."""
-        driver = self._driver
-        day = driver.day_in
-        outcomes: list[_IssueOutcome | None] = [None] * len(jobs)  # every one is set before the commit
-        with self._db.driver_cursor(write=True) as c:
-            # 1. Both plate columns by IN (the plate index serves it); other pairs are dropped below.
-            types = sorted({j.plate_type for j in jobs})
-            numbers = sorted({j.plate_number for j in jobs})
-            query = schema.ISSUE_VEHICLES.format(
-                types=schema.placeholders(len(types)), numbers=schema.placeholders(len(numbers))
-            )
-            c.execute(driver.sql(query if driver.is_sqlite else query + schema.LOCK_VEHICLES), [*types, *numbers])
-            vehicles: dict[tuple[str, str], VehicleRecord] = {}
-            current: dict[int, MarkRecord] = {}
-            width = mapping.VEHICLE_WIDTH
-            for r in c.fetchall():
-                vehicle = mapping.vehicle(r, day)
-                vehicles[(vehicle.plate_type, vehicle.plate_number)] = vehicle
-                if r[width] is not None:  # the joined mark's serial
-                    current[r[width]] = mapping.mark(r[width:], day)
-            # 2. Read after the row locks: a concurrent retry waited for the first attempt to
-            # commit, and replays its mark instead of judging the rules a second time.
-            marks = {m.request_id: m for m in self._marks_by_request_id(c, {j.request_id for j in jobs})}
-            serials = self._allocate_serials(c, len(jobs))
-            # 3. In request_id order: concurrent groups insert (and wait on) request_ids in one order.
-            new: list[tuple[int, MarkRecord, tuple[Any, ...]]] = []  # (job position, mark, its row)
-            for i in sorted(range(len(jobs)), key=lambda k: jobs[k].request_id):
-                job = jobs[i]
-                if job.request_id in marks:  # committed earlier, or earlier in this group
-                    outcomes[i] = (marks[job.request_id], True, None)
-                    continue
-                target = vehicles.get((job.plate_type, job.plate_number))
-                if target is None:
-                    outcomes[i] = NotFound(f"no vehicle {job.plate_number} with plate type {job.plate_type}")
-                    continue
-                vehicle = target
-                try:
-                    plan = job.decide(vehicle, current.get(vehicle.current_serial))
-                    serial = next(serials)
-                    qr_text, key_id = job.sign(serial, vehicle, plan)
-                except Exception as exc:  # a refusal (or a fault) of this command only
-                    outcomes[i] = exc
-                    continue
-                issued_at = int(plan.issued_at.timestamp())
-                row = mapping.row(
-                    schema.MARK_COLUMNS,
-                    {
-                        "serial": serial,
-                        "request_id": job.request_id,
-                        "vehicle_id": vehicle.vehicle_id,
-                        "valid_until": plan.valid_until,
-                        "reason": plan.reason,
-                        "issued_at": issued_at,
-                        "valid_from": driver.day_out(plan.valid_from),
-                        "inspected_on": driver.day_out(plan.inspected_on),
-                        "station_id": plan.station_id,
-                        "key_id": key_id,
-                        "qr_text": qr_text,
-                        "revoked": False,
-                        "revoked_reason": "",
-                    },
+    def prune_audit(self, before: dt.datetime, through_id: int) -> int:
+        """Delete the oldest events, in one transaction: those with id <= through_id and a time
+        before `before`, from the oldest on, stopping at the first event that is not before
+        `before` (events are stored in id order, but their times may step back a little: a
+        buffered event is written after newer ones), so what remains is one unbroken chain from
+        the anchor. The anchor moves to the last event deleted. Returns how many were deleted."""
+        if before.tzinfo is None:
+            raise InvalidArgument("before", "needs a time zone (a naive datetime is ambiguous)")
+        with self._db.write() as conn:
+            if not self._driver.is_sqlite:  # SQLite: the writer lock is held already
+                conn.execute(select(func.pg_advisory_xact_lock(_AUDIT_CHAIN_LOCK)))
+            kept = conn.execute(
+                select(func.min(AuditRow.id)).where(AuditRow.id <= through_id, AuditRow.at >= before.timestamp())
+            ).scalar()
+            last = through_id if kept is None else min(through_id, kept - 1)
+            tail = conn.execute(
+                select(AuditRow.id, AuditRow.chain).where(AuditRow.id <= last).order_by(AuditRow.id.desc()).limit(1)
+            ).first()
+            if tail is None:
+                return 0
+            deleted = conn.execute(delete(AuditRow).where(AuditRow.id <= last)).rowcount
+            anchor = conn.execute(select(AuditAnchorRow.event_id).where(AuditAnchorRow.id == 1)).scalar()
+            if anchor is None:
+                conn.execute(insert(AuditAnchorRow).values(id=1, event_id=tail.id, chain=tail.chain))
+            elif tail.id > anchor:
+                conn.execute(
+                    update(AuditAnchorRow).where(AuditAnchorRow.id == 1).values(event_id=tail.id, chain=tail.chain)
                 )
-                mark = MarkRecord(
-                    serial=serial,
-                    vehicle_id=vehicle.vehicle_id,
-                    plate_type=vehicle.plate_type,
-                    plate_number=vehicle.plate_number,
-                    vin=vehicle.vin,
-                    valid_until=plan.valid_until,
-                    reason=plan.reason,
-                    issued_at=dt.datetime.fromtimestamp(issued_at, dt.UTC),
-                    valid_from=plan.valid_from,
-                    key_id=key_id,
-                    qr_text=qr_text,
-                    request_id=job.request_id,
-                    revoked=False,
-                )
-                marks[job.request_id] = current[serial] = mark
-                vehicles[(job.plate_type, job.plate_number)] = replace(
-                    vehicle, valid_until=plan.valid_until, current_serial=serial
-                )
-                new.append((i, mark, row))
-            stored = self._insert_marks(c, [row for _, _, row in new])
-            issued: list[tuple[int, MarkRecord]] = []
-            for (i, mark, _), error in zip(new, stored, strict=True):
-                if error is None:
-                    issued.append((i, mark))
-                    continue
-                # Another server committed this request_id after step 2 (the insert waited for
-                # it): answer with its mark, as a retry would. The vehicle keeps its state.
-                earlier = self._marks_by_request_id(c, {mark.request_id})
-                outcomes[i] = (earlier[0], True, None) if earlier else Unavailable(f"mark not stored: {error}")
-            if issued:
-                # 4. Each vehicle's last new mark in this group is its current one.
-                final = {m.vehicle_id: (m.serial, m.valid_until) for _, m in issued}
-                c.executemany(
-                    driver.sql(schema.SET_CURRENT_MARK),
-                    [(valid_until, serial, vehicle_id) for vehicle_id, (serial, valid_until) in sorted(final.items())],
-                )
-                change_ids = log_changes(driver, c, [m.vehicle_id for _, m in issued])
-                for (i, mark), change_id in zip(issued, change_ids, strict=True):
-                    outcomes[i] = (mark, False, change_id)
-        assert all(outcome is not None for outcome in outcomes)
-        return cast("list[_IssueOutcome]", outcomes)  # 5. committed
+        return int(deleted)
 
-    def _marks_by_request_id(self, c: Any, request_ids: set[str]) -> list[MarkRecord]:
-        query = schema.MARKS_BY_REQUEST_ID.format(ids=schema.placeholders(len(request_ids)))
-        c.execute(self._driver.sql(query), sorted(request_ids))
-        return [mapping.mark(r, self._driver.day_in) for r in c.fetchall()]
 
-    def _allocate_serials(self, c: Any, n: int) -> Iterator[int]:
-        """n new mark serials, so a mark is signed before it is inserted (one row write, not two)."""
-        if self._driver.is_sqlite:  # the only writer (BEGIN IMMEDIATE): the next rowids are ours
-            c.execute(schema.LAST_SERIAL)
-            top = c.fetchone()[0]
-            return iter(range(top + 1, top + 1 + n))
-        c.execute(self._driver.sql(schema.NEXT_SERIALS), [n])
-        return iter([r[0] for r in c.fetchall()])
-
-    def _insert_marks(self, c: Any, rows: list[tuple[Any, ...]]) -> list[Exception | None]:
-        """Insert mark rows: all in one batch, or, if that breaks a constraint (a request_id a
-        concurrent server committed), each in its own SAVEPOINT. Returns each row's error or None."""
-        if not rows:
-            return []
-        insert_mark = self._driver.sql(schema.INSERT_MARK)
-        try:
-            c.execute("SAVEPOINT issue_marks")
-            c.executemany(insert_mark, rows)
-            c.execute("RELEASE SAVEPOINT issue_marks")
-            return [None] * len(rows)
-        except self._driver.IntegrityError:
-            c.execute("ROLLBACK TO SAVEPOINT issue_marks")
-        errors: list[Exception | None] = []
-        for row in rows:
-            try:
-                c.execute("SAVEPOINT issue_mark")
-                c.execute(insert_mark, row)
-                c.execute("RELEASE SAVEPOINT issue_mark")
-                errors.append(None)
-            except self._driver.IntegrityError as exc:
-                c.execute("ROLLBACK TO SAVEPOINT issue_mark")
-                errors.append(exc)
-        return errors
+def _audit_head(driver: Driver, c: Any) -> tuple[int, str]:
+    """The audit chain's head, under the audit lock (taken here on PostgreSQL, held to commit; on
+    SQLite the writer lock is held already): the last event's id and chain; if none, the
+    anchor's (every event was pruned); if none, nothing was ever written."""
+    if not driver.is_sqlite:
+        c.execute("SELECT pg_advisory_xact_lock(%s)", [_AUDIT_CHAIN_LOCK])
+    for statement in (schema.LAST_AUDIT, schema.AUDIT_ANCHOR):
+        c.execute(statement)
+        row = c.fetchone()
+        if row is not None:
+            return int(row[0]), str(row[1])
+    return 0, audit_chain.GENESIS

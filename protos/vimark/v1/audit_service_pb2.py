@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dvimark/v1/audit_service.proto\x12\tvimark.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xc6\x01\n\x16ListAuditEventsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x14\n\x0cplate_number\x18\x03 \x01(\t\x12\x11\n\tcaller_id\x18\x04 \x01(\t\x12.\n\nstart_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xc7\x01\n\nAuditEvent\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\x04\x12.\n\nevent_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tcaller_id\x18\x03 \x01(\t\x12\x0c\n\x04role\x18\x04 \x01(\t\x12\x0b\n\x03rpc\x18\x05 \x01(\t\x12\x12\n\nplate_type\x18\x06 \x01(\t\x12\x14\n\x0cplate_number\x18\x07 \x01(\t\x12\x0f\n\x07verdict\x18\x08 \x01(\t\x12\x0e\n\x06serial\x18\t \x01(\x04\"Y\n\x17ListAuditEventsResponse\x12%\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x15.vimark.v1.AuditEvent\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t2h\n\x0c\x41uditService\x12X\n\x0fListAuditEvents\x12!.vimark.v1.ListAuditEventsRequest\x1a\".vimark.v1.ListAuditEventsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dvimark/v1/audit_service.proto\x12\tvimark.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xc6\x01\n\x16ListAuditEventsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x14\n\x0cplate_number\x18\x03 \x01(\t\x12\x11\n\tcaller_id\x18\x04 \x01(\t\x12.\n\nstart_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xfc\x01\n\nAuditEvent\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\x04\x12.\n\nevent_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tcaller_id\x18\x03 \x01(\t\x12\x0c\n\x04role\x18\x04 \x01(\t\x12\x0b\n\x03rpc\x18\x05 \x01(\t\x12\x12\n\nplate_type\x18\x06 \x01(\t\x12\x14\n\x0cplate_number\x18\x07 \x01(\t\x12\x0f\n\x07verdict\x18\x08 \x01(\t\x12\x0e\n\x06serial\x18\t \x01(\x04\x12\x1f\n\x17\x63\x65rtificate_fingerprint\x18\n \x01(\t\x12\x12\n\nchain_hash\x18\x0b \x01(\t\"Y\n\x17ListAuditEventsResponse\x12%\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x15.vimark.v1.AuditEvent\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x19\n\x17VerifyAuditChainRequest\"s\n\x18VerifyAuditChainResponse\x12\x15\n\rchecked_count\x18\x01 \x01(\x04\x12\x0e\n\x06intact\x18\x02 \x01(\x08\x12\x1d\n\x15\x66irst_broken_event_id\x18\x03 \x01(\x04\x12\x11\n\thead_hash\x18\x04 \x01(\t\"a\n\x17PruneAuditEventsRequest\x12/\n\x0b\x62\x65\x66ore_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x15\n\rlast_event_id\x18\x02 \x01(\x04\"1\n\x18PruneAuditEventsResponse\x12\x15\n\rdeleted_count\x18\x01 \x01(\x04\x32\xa2\x02\n\x0c\x41uditService\x12X\n\x0fListAuditEvents\x12!.vimark.v1.ListAuditEventsRequest\x1a\".vimark.v1.ListAuditEventsResponse\x12[\n\x10VerifyAuditChain\x12\".vimark.v1.VerifyAuditChainRequest\x1a#.vimark.v1.VerifyAuditChainResponse\x12[\n\x10PruneAuditEvents\x12\".vimark.v1.PruneAuditEventsRequest\x1a#.vimark.v1.PruneAuditEventsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,9 +35,17 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LISTAUDITEVENTSREQUEST']._serialized_start=78
   _globals['_LISTAUDITEVENTSREQUEST']._serialized_end=276
   _globals['_AUDITEVENT']._serialized_start=279
-  _globals['_AUDITEVENT']._serialized_end=478
-  _globals['_LISTAUDITEVENTSRESPONSE']._serialized_start=480
-  _globals['_LISTAUDITEVENTSRESPONSE']._serialized_end=569
-  _globals['_AUDITSERVICE']._serialized_start=571
-  _globals['_AUDITSERVICE']._serialized_end=675
+  _globals['_AUDITEVENT']._serialized_end=531
+  _globals['_LISTAUDITEVENTSRESPONSE']._serialized_start=533
+  _globals['_LISTAUDITEVENTSRESPONSE']._serialized_end=622
+  _globals['_VERIFYAUDITCHAINREQUEST']._serialized_start=624
+  _globals['_VERIFYAUDITCHAINREQUEST']._serialized_end=649
+  _globals['_VERIFYAUDITCHAINRESPONSE']._serialized_start=651
+  _globals['_VERIFYAUDITCHAINRESPONSE']._serialized_end=766
+  _globals['_PRUNEAUDITEVENTSREQUEST']._serialized_start=768
+  _globals['_PRUNEAUDITEVENTSREQUEST']._serialized_end=865
+  _globals['_PRUNEAUDITEVENTSRESPONSE']._serialized_start=867
+  _globals['_PRUNEAUDITEVENTSRESPONSE']._serialized_end=916
+  _globals['_AUDITSERVICE']._serialized_start=919
+  _globals['_AUDITSERVICE']._serialized_end=1209
 # @@protoc_insertion_point(module_scope)

@@ -39,6 +39,16 @@ class AuditServiceStub:
                 request_serializer=vimark_dot_v1_dot_audit__service__pb2.ListAuditEventsRequest.SerializeToString,
                 response_deserializer=vimark_dot_v1_dot_audit__service__pb2.ListAuditEventsResponse.FromString,
                 _registered_method=True)
+        self.VerifyAuditChain = channel.unary_unary(
+                '/vimark.v1.AuditService/VerifyAuditChain',
+                request_serializer=vimark_dot_v1_dot_audit__service__pb2.VerifyAuditChainRequest.SerializeToString,
+                response_deserializer=vimark_dot_v1_dot_audit__service__pb2.VerifyAuditChainResponse.FromString,
+                _registered_method=True)
+        self.PruneAuditEvents = channel.unary_unary(
+                '/vimark.v1.AuditService/PruneAuditEvents',
+                request_serializer=vimark_dot_v1_dot_audit__service__pb2.PruneAuditEventsRequest.SerializeToString,
+                response_deserializer=vimark_dot_v1_dot_audit__service__pb2.PruneAuditEventsResponse.FromString,
+                _registered_method=True)
 
 
 class AuditServiceServicer:
@@ -51,6 +61,23 @@ class AuditServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def VerifyAuditChain(self, request, context):
+        """Recompute the log's hash chain (each event's hash covers the previous one's): a changed,
+        removed or inserted event breaks it from there on. Operators only.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PruneAuditEvents(self, request, context):
+        """Delete events an operator has archived (ListAuditEvents, kept elsewhere): those before
+        before_time up to last_event_id. Refused for events younger than the retention (6 months, as
+        Chinese law asks of network logs). Operators only.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AuditServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -58,6 +85,16 @@ def add_AuditServiceServicer_to_server(servicer, server):
                     servicer.ListAuditEvents,
                     request_deserializer=vimark_dot_v1_dot_audit__service__pb2.ListAuditEventsRequest.FromString,
                     response_serializer=vimark_dot_v1_dot_audit__service__pb2.ListAuditEventsResponse.SerializeToString,
+            ),
+            'VerifyAuditChain': grpc.unary_unary_rpc_method_handler(
+                    servicer.VerifyAuditChain,
+                    request_deserializer=vimark_dot_v1_dot_audit__service__pb2.VerifyAuditChainRequest.FromString,
+                    response_serializer=vimark_dot_v1_dot_audit__service__pb2.VerifyAuditChainResponse.SerializeToString,
+            ),
+            'PruneAuditEvents': grpc.unary_unary_rpc_method_handler(
+                    servicer.PruneAuditEvents,
+                    request_deserializer=vimark_dot_v1_dot_audit__service__pb2.PruneAuditEventsRequest.FromString,
+                    response_serializer=vimark_dot_v1_dot_audit__service__pb2.PruneAuditEventsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -87,6 +124,60 @@ class AuditService:
             '/vimark.v1.AuditService/ListAuditEvents',
             vimark_dot_v1_dot_audit__service__pb2.ListAuditEventsRequest.SerializeToString,
             vimark_dot_v1_dot_audit__service__pb2.ListAuditEventsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def VerifyAuditChain(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/vimark.v1.AuditService/VerifyAuditChain',
+            vimark_dot_v1_dot_audit__service__pb2.VerifyAuditChainRequest.SerializeToString,
+            vimark_dot_v1_dot_audit__service__pb2.VerifyAuditChainResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PruneAuditEvents(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/vimark.v1.AuditService/PruneAuditEvents',
+            vimark_dot_v1_dot_audit__service__pb2.PruneAuditEventsRequest.SerializeToString,
+            vimark_dot_v1_dot_audit__service__pb2.PruneAuditEventsResponse.FromString,
             options,
             channel_credentials,
             insecure,

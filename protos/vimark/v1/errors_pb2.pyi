@@ -21,7 +21,6 @@ class ErrorReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     UNPROCESSED_VIOLATION_OR_ACCIDENT: _ClassVar[ErrorReason]
     MARK_REVOKED: _ClassVar[ErrorReason]
     NO_MARK: _ClassVar[ErrorReason]
-    NO_VALIDITY: _ClassVar[ErrorReason]
     NOT_EXEMPT: _ClassVar[ErrorReason]
     TOO_EARLY: _ClassVar[ErrorReason]
     INSPECTION_OVERDUE: _ClassVar[ErrorReason]
@@ -38,6 +37,7 @@ class ErrorReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     FORGED: _ClassVar[ErrorReason]
     UNKNOWN_KEY: _ClassVar[ErrorReason]
     REVOKED: _ClassVar[ErrorReason]
+    DATABASE: _ClassVar[ErrorReason]
 ERROR_REASON_UNSPECIFIED: ErrorReason
 INVALID_FIELD: ErrorReason
 PERMISSION_DENIED: ErrorReason
@@ -53,7 +53,6 @@ VEHICLE_STATUS_FORBIDS_ISSUE: ErrorReason
 UNPROCESSED_VIOLATION_OR_ACCIDENT: ErrorReason
 MARK_REVOKED: ErrorReason
 NO_MARK: ErrorReason
-NO_VALIDITY: ErrorReason
 NOT_EXEMPT: ErrorReason
 TOO_EARLY: ErrorReason
 INSPECTION_OVERDUE: ErrorReason
@@ -70,3 +69,4 @@ AUDIT_WRITE_FAILED: ErrorReason
 FORGED: ErrorReason
 UNKNOWN_KEY: ErrorReason
 REVOKED: ErrorReason
+DATABASE: ErrorReason
