@@ -35,7 +35,7 @@ _LAST_DAY = (dt.date(LAST_YEAR, 12, 31) - EPOCH_DAY).days
 # issued_at must be an instant in those years (China time), so issued_time and valid_from always exist.
 _FIRST_INSTANT = int(dt.datetime(FIRST_YEAR, 1, 1, tzinfo=CHINA_TIME).timestamp())
 _LAST_INSTANT = int(dt.datetime(LAST_YEAR + 1, 1, 1, tzinfo=CHINA_TIME).timestamp()) - 1
-MAX_QR_TEXT_LENGTH = 1024  # refused before decoding; real certificates are 231-247 characters
+MAX_QR_TEXT_LENGTH = 1024  # refused before decoding; real certificates are about 230 characters
 SIGNATURE_DOMAIN = b"vimark/v1/mark\x00"
 NONCE_DOMAIN = b"vimark/v1/nonce\x00"
 SEALED, CLEAR = 0x01, 0x02

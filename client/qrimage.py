@@ -35,6 +35,12 @@ def decode_image(path: Path) -> str:
             is_pdf = file.read(5) == b"%PDF-"
     except OSError as exc:
         raise ImageDecodeError(f"cannot read {path}: {exc.strerror or exc}") from exc
+    if path.suffix.lower() == ".svg":
+        # A vector drawing, not a picture: reading it would need an SVG renderer vimark does not carry.
+        raise ImageDecodeError(
+            f"{path} is an SVG drawing: --image reads pictures (PNG, JPEG, any Pillow format) and PDF; "
+            "make a PNG with `vimark render QR_TEXT --out mark.png`, or give the QR text itself"
+        )
     if is_pdf or path.suffix.lower() == ".pdf":
         image = _rasterise_pdf(path)
     else:

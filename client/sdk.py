@@ -36,6 +36,7 @@ from vimark.client.errors import (
     Unavailable,
     VimarkError,
 )
+from vimark.client.messages import LANGUAGE_METADATA
 from vimark.v1 import audit_service_pb2 as apb
 from vimark.v1 import audit_service_pb2_grpc as apb_grpc
 from vimark.v1 import errors_pb2
@@ -67,7 +68,9 @@ R = TypeVar("R", bound=Message)
 # FAILED_PRECONDITION reasons that are the inspection rules' (errors.proto lists them together);
 # the others are the system's state (e.g. NO_ACTIVE_KEY).
 _RULE_REASONS = frozenset(
-    name for name, number in errors_pb2.ErrorReason.items() if 40 <= number < 60  # type: ignore[operator]
+    name
+    for name, number in errors_pb2.ErrorReason.items()
+    if 40 <= number < 60  # type: ignore[operator]
 )
 
 
@@ -130,8 +133,14 @@ def _read_pem(path: Path) -> bytes:
 
 class VimarkClient:
     def __init__(
-        self, target: str = DEFAULT_SERVER, *, timeout: float = 10.0, credentials: grpc.ChannelCredentials | None = None
+        self,
+        target: str = DEFAULT_SERVER,
+        *,
+        timeout: float = 10.0,
+        credentials: grpc.ChannelCredentials | None = None,
+        language: str | None = None,
     ) -> None:
+        """`language` (zh or en) asks the server to explain verdicts in it; by default English."""
         options = [
             ("grpc.service_config", json.dumps(_RETRY_POLICY)),
             ("grpc.enable_retries", 1),
@@ -141,6 +150,7 @@ class VimarkClient:
             grpc.secure_channel(target, credentials, options) if credentials else grpc.insecure_channel(target, options)
         )
         self.timeout = timeout
+        self._metadata = ((LANGUAGE_METADATA, language),) if language else None
         self.target = target
         self.tls = credentials is not None
         self.marks = pb_grpc.MarkServiceStub(self.channel)
@@ -158,7 +168,7 @@ class VimarkClient:
 
     def _call(self, method: Callable[..., R], request: Message) -> R:
         try:
-            return method(request, timeout=self.timeout)
+            return method(request, timeout=self.timeout, metadata=self._metadata)
         except grpc.RpcError as exc:
             error = error_from_rpc(exc)
             if isinstance(error, Unavailable):

@@ -29,6 +29,7 @@ from vimark.client.domain import (
     status_letters,
 )
 from vimark.client.errors import CertificateError, InvalidArgument, NotFound, PermissionDenied, VimarkError
+from vimark.client.messages import EN, LANGUAGE_METADATA, language_of
 from vimark.client.trust import key_status_value
 from vimark.server import rules
 from vimark.server.audit import AuditLog
@@ -109,6 +110,14 @@ def _as_recorded(plate_type: str, plate_number: str) -> tuple[str, str]:
         return plate_type, plate_number
 
 
+def _language(context: grpc.ServicerContext) -> str:
+    """The language the call asks explanations in (client/messages.py); English by default."""
+    for key, value in context.invocation_metadata() or ():
+        if key == LANGUAGE_METADATA:
+            return language_of(str(value), environ={})
+    return EN
+
+
 def _view(caller: Caller) -> View:
     return View.FULL if caller.unrestricted else policy_of(caller).view
 
@@ -186,7 +195,7 @@ class MarkService(Servicer, pb_grpc.MarkServiceServicer):
         self.metrics.verdict_given("Verify", verification.verdict)
         if policy_of(caller).audited:
             self.audit.record(caller, "Verify", *_audited(verification), time.time())
-        return verify_response(verification, _view(caller))
+        return verify_response(verification, _view(caller), _language(context))
 
     @rpc("VerifyBatch", cost=lambda request: _batch_cost(request.qr_texts))
     def VerifyBatch(
@@ -201,8 +210,8 @@ class MarkService(Servicer, pb_grpc.MarkServiceServicer):
             self.metrics.verdict_given("VerifyBatch", v.verdict)
         if policy_of(caller).audited:
             self.audit.record_many(caller, "VerifyBatch", [_audited(v) for v in results], time.time())
-        view = _view(caller)
-        return pb.VerifyBatchResponse(results=[verify_response(v, view) for v in results])
+        view, language = _view(caller), _language(context)
+        return pb.VerifyBatchResponse(results=[verify_response(v, view, language) for v in results])
 
     @rpc("LookupVehicleStatus")
     def LookupVehicleStatus(

@@ -6,7 +6,7 @@ A verdict is data: every QR text, however broken, gets one.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from itertools import chain
 from typing import Protocol
@@ -21,6 +21,7 @@ from vimark.client.domain import (
     status_letters,
 )
 from vimark.client.errors import CertificateError
+from vimark.client.messages import EN, say
 from vimark.client.trust import Claim, RevokedKey, TrustList
 from vimark.server import rules
 from vimark.server.batcher import InlineSignatures, SignatureChecker, Ticket
@@ -94,14 +95,24 @@ class VehicleStanding:
 @dataclass(frozen=True)
 class Verification:
     verdict: int  # Verdict
-    explanation: str
+    why: str  # its explanation's key in the message catalogue (client/messages.py)
+    facts: Mapping[str, object]  # what the explanation names (month, serial, the decoder's detail...)
     body: cert.CertificateBody | None = None  # set once the certificate is authentic
     key_id: int = 0
     standing: VehicleStanding | None = None  # set once the vehicle is known
 
+    def explain(self, language: str = EN) -> str:
+        return say(self.why, language, **self.facts)
+
+    @property
+    def explanation(self) -> str:
+        return self.explain(EN)
+
 
 def _refused(exc: CertificateError) -> Verification:
-    return Verification(_VERDICT_OF_ERROR.get(type(exc), Verdict.VERDICT_MALFORMED), exc.message)
+    verdict = _VERDICT_OF_ERROR.get(type(exc), Verdict.VERDICT_MALFORMED)
+    why = "verdict.REVOKED_KEY" if verdict == Verdict.VERDICT_REVOKED else f"verdict.{Verdict.Name(verdict)[8:]}"
+    return Verification(verdict, why, {"detail": exc.message})
 
 
 class Verifier:
@@ -183,40 +194,32 @@ class Verifier:
         """Steps 10-14 for an authentic certificate."""
         body = certificate.body
 
-        def verdict(v: int, why: str, standing: VehicleStanding | None = None) -> Verification:
-            return Verification(v, why, body, certificate.key_id, standing)
+        def verdict(v: int, standing: VehicleStanding | None = None, **facts: object) -> Verification:
+            return Verification(v, f"verdict.{Verdict.Name(v)[8:]}", facts, body, certificate.key_id, standing)
 
         # 10. The vehicle's current record.
         vehicle = self.index.by_plate(body.plate_type, body.plate_number)
         if vehicle is None:
-            return verdict(Verdict.VERDICT_UNKNOWN_VEHICLE, "authentic mark, but no record of this vehicle")
+            return verdict(Verdict.VERDICT_UNKNOWN_VEHICLE)
         standing = VehicleStanding.of(vehicle, on, self.config)
         # 11. A status that forbids the road overrides whatever the mark says (even an old screenshot).
         if standing.blocked:
-            return verdict(Verdict.VERDICT_VEHICLE_BLOCKED, "the vehicle's status forbids the road", standing)
+            return verdict(Verdict.VERDICT_VEHICLE_BLOCKED, standing)
         # 12. A live QR lives minutes, judged by the real clock (a screenshot must not pass later).
         if (
             body.presentation == cert.Presentation.PRESENTATION_ONLINE
             and now.timestamp() > body.presentation_expires_at
         ):
-            return verdict(
-                Verdict.VERDICT_PRESENTATION_EXPIRED, "this live QR has expired: ask for a fresh one", standing
-            )
+            return verdict(Verdict.VERDICT_PRESENTATION_EXPIRED, standing)
         # 13. Revoked, then superseded: only the vehicle's current mark counts.
         if self.index.is_revoked(body.serial):
-            return verdict(Verdict.VERDICT_REVOKED, f"mark {body.serial} has been revoked", standing)
+            return verdict(Verdict.VERDICT_REVOKED, standing, serial=body.serial)
         if body.serial != vehicle.current_serial or body.vin != vehicle.vin:
-            return verdict(Verdict.VERDICT_SUPERSEDED, "a newer mark replaces this one", standing)
+            return verdict(Verdict.VERDICT_SUPERSEDED, standing)
         # 14. Inspection validity on the judged date. Before the validity this mark attests was
         # granted, it shows nothing (the vehicle may have been overdue and inspected since).
         if on < body.valid_from:
-            return verdict(
-                Verdict.VERDICT_NOT_YET_VALID,
-                f"this mark attests validity from {body.valid_from}, not on {on}",
-                standing,
-            )
+            return verdict(Verdict.VERDICT_NOT_YET_VALID, standing, valid_from=body.valid_from, on=on)
         if not rules.within_validity(body.valid_until, on):
-            return verdict(
-                Verdict.VERDICT_INSPECTION_EXPIRED, f"inspection validity ended with {body.valid_until_text}", standing
-            )
-        return verdict(Verdict.VERDICT_VALID, f"valid until the end of {body.valid_until_text}", standing)
+            return verdict(Verdict.VERDICT_INSPECTION_EXPIRED, standing, month=body.valid_until_text)
+        return verdict(Verdict.VERDICT_VALID, standing, month=body.valid_until_text)

@@ -6,25 +6,26 @@ from __future__ import annotations
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from vimark.client.domain import format_month
+from vimark.client.messages import EN, say
 from vimark.server.policy import View
 from vimark.server.verifier import VehicleStanding, Verdict, Verification
 from vimark.v1 import mark_service_pb2 as pb
 
 
-def verify_response(v: Verification, view: View) -> pb.VerifyResponse:
+def verify_response(v: Verification, view: View, language: str = EN) -> pb.VerifyResponse:
     if view is View.VALID_OR_NOT:
         # The public learns valid or not, and for an authentic mark its plate and month: never why.
         valid = v.verdict == Verdict.VERDICT_VALID
         response = pb.VerifyResponse(
             verdict=Verdict.VERDICT_VALID if valid else Verdict.VERDICT_NOT_VALID,
-            explanation="valid" if valid else "not valid",
+            explanation=say("public.VALID" if valid else "public.NOT_VALID", language),
         )
         if v.body is not None:
             response.plate_number = v.body.plate_number
             response.plate_type = v.body.plate_type
             response.valid_until = v.body.valid_until_text
         return response
-    response = pb.VerifyResponse(verdict=v.verdict, explanation=v.explanation)  # type: ignore[arg-type]
+    response = pb.VerifyResponse(verdict=v.verdict, explanation=v.explain(language))  # type: ignore[arg-type]
     if v.body is not None:
         body = v.body
         response.serial = body.serial

@@ -176,3 +176,12 @@ def test_metrics_listen_where_asked_and_only_on_metrics(tmp_path: Path) -> None:
     finally:
         process.terminate()
         process.wait(timeout=30)
+
+
+def test_an_svg_given_to_image_says_how_to_get_a_picture(tmp_path: Path) -> None:
+    from vimark.client.render import render_svg
+
+    drawing = tmp_path / "mark.svg"
+    render_svg("VM1:ABC", drawing, scale=4)
+    line = one_line(vimark(tmp_path, "verify", "--image", str(drawing), "--server", "127.0.0.1:1"))
+    assert "SVG" in line and "--out mark.png" in line

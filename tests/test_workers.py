@@ -221,7 +221,7 @@ def test_key_compromise_drill_on_every_worker(workers: Workers, tmp_path: Path) 
     rotate = subprocess.run([*VIMARK, "keys", "rotate", str(keys)], capture_output=True, text=True, timeout=60)
     assert rotate.returncode == 0, rotate.stderr
     new = issue_demo_mark(workers, "after-rotation")
-    assert new.key_id == 2
+    assert new.key_id == 2 and new.serial == old.serial  # the same mark, signed afresh with the new key
     verdicts_on_both_workers(workers, new.qr_text, pb.VERDICT_VALID)
     verdicts_on_both_workers(workers, old.qr_text, pb.VERDICT_REVOKED)
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from vimark.client.cli.common import add_client_flags, connect, dump, emit
+from vimark.client.domain import CHINA_TIME
 from vimark.client.errors import InvalidArgument
 from vimark.v1 import audit_service_pb2 as apb
 
@@ -86,7 +87,7 @@ def as_json(event: apb.AuditEvent) -> dict[str, Any]:
 
 
 def as_line(event: apb.AuditEvent) -> str:
-    when = event.event_time.ToDatetime(dt.UTC).astimezone().isoformat(sep=" ", timespec="milliseconds")
+    when = event.event_time.ToDatetime(dt.UTC).astimezone(CHINA_TIME).isoformat(sep=" ", timespec="milliseconds")
     plate = f"{event.plate_number} ({event.plate_type})" if event.plate_number else "-"
     serial = f"serial {event.serial}" if event.serial else ""
     return f"{when}  {event.role:<8} {event.caller_id:<20} {event.rpc:<20} {plate:<16} {event.verdict:<26} {serial}"

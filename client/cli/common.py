@@ -12,6 +12,7 @@ from typing import Any
 from google.protobuf.message import Message
 
 from vimark.client.errors import TlsFileError
+from vimark.client.messages import LANGUAGES, language_of
 from vimark.client.sdk import DEFAULT_SERVER, VimarkClient, tls_credentials, to_json_dict
 
 TLS_FLAGS = (("ca", "VIMARK_CA"), ("cert", "VIMARK_CERT"), ("key", "VIMARK_KEY"))
@@ -23,6 +24,11 @@ def add_client_flags(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--json", action="store_true", help="print one JSON object with the response's fields")
     parser.add_argument("--timeout", type=float, default=10.0, metavar="SECONDS", help="deadline per call")
+    parser.add_argument(
+        "--lang",
+        choices=LANGUAGES,
+        help="language of answers for a person: zh (中文) or en (default: VIMARK_LANG, else the locale)",
+    )
     tls = parser.add_argument_group(
         "TLS", "give all three (or none: plaintext, for a development server); `vimark pki` makes them"
     )
@@ -53,14 +59,14 @@ def _env_path(name: str) -> Path | None:
 def connect(args: argparse.Namespace) -> VimarkClient:
     """A client for --server: over TLS with a client certificate given --ca --cert --key, else plaintext."""
     given = [flag for flag, _ in TLS_FLAGS if getattr(args, flag, None) is not None]
+    language = language_of(getattr(args, "lang", None))
     if not given:
-        return VimarkClient(args.server, timeout=args.timeout)
+        return VimarkClient(args.server, timeout=args.timeout, language=language)
     if len(given) != len(TLS_FLAGS):
         missing = [f"--{flag} (or {env})" for flag, env in TLS_FLAGS if flag not in given]
-        raise TlsFileError(
-            f"TLS needs --ca, --cert and --key together; missing {', '.join(missing)}"
-        )
-    return VimarkClient(args.server, timeout=args.timeout, credentials=tls_credentials(args.ca, args.cert, args.key))
+        raise TlsFileError(f"TLS needs --ca, --cert and --key together; missing {', '.join(missing)}")
+    credentials = tls_credentials(args.ca, args.cert, args.key)
+    return VimarkClient(args.server, timeout=args.timeout, credentials=credentials, language=language)
 
 
 def emit(args: argparse.Namespace, message: Message, human: str) -> None:

@@ -8,6 +8,7 @@ from pathlib import Path
 from vimark.client.cli.common import add_client_flags, connect, dump, emit
 from vimark.client.domain import CHINA_TIME, STATUS_CODES, parse_plate_number, parse_plate_type
 from vimark.client.errors import InvalidArgument
+from vimark.client.messages import EN, language_of, say
 from vimark.v1 import certificate_pb2
 from vimark.v1 import mark_service_pb2 as pb
 
@@ -89,32 +90,33 @@ def verify(args: argparse.Namespace) -> int:
         text = decode_image(args.image)
     with connect(args) as client:
         r = client.verify(text, at_date=args.at)
-    emit(args, r, describe_verification(r))
+    emit(args, r, describe_verification(r, language_of(args.lang)))
     return 0 if r.verdict == pb.VERDICT_VALID else 1
 
 
-def describe_verification(r: pb.VerifyResponse) -> str:
+def describe_verification(r: pb.VerifyResponse, language: str = EN) -> str:
     lines = [f"{pb.Verdict.Name(r.verdict).removeprefix('VERDICT_')}: {r.explanation}"]
     if r.plate_number:
         lines.append(
-            f"  {r.plate_number} ({r.plate_type})  valid until {r.valid_until}"
-            + (f"  mark {r.serial}" if r.serial else "")
+            f"  {r.plate_number} ({r.plate_type})  {say('cli.valid_until', language, month=r.valid_until)}"
+            + (f"  {say('cli.mark', language, serial=r.serial)}" if r.serial else "")
         )
     if r.presentation:
-        lines.append(f"  presented {certificate_pb2.Presentation.Name(r.presentation).removeprefix('PRESENTATION_')}")
-    lines += standing_lines(r)
+        how = certificate_pb2.Presentation.Name(r.presentation).removeprefix("PRESENTATION_")
+        lines.append(f"  {say('cli.presented', language, how=how)}")
+    lines += standing_lines(r, language)
     return "\n".join(lines)
 
 
-def standing_lines(r: pb.VerifyResponse | pb.LookupVehicleStatusResponse) -> list[str]:
+def standing_lines(r: pb.VerifyResponse | pb.LookupVehicleStatusResponse, language: str = EN) -> list[str]:
     """Status letters, overdue cycles and alerts: what police see in both Verify and Lookup."""
-    lines = [f"  status {c} {STATUS_CODES[c].name_zh} {STATUS_CODES[c].name_en}" for c in r.status_codes]
+    names = {c: f"{STATUS_CODES[c].name_zh} {STATUS_CODES[c].name_en}" for c in r.status_codes}
+    lines = [f"  {say('cli.status', language, code=c, name=names[c])}" for c in r.status_codes]
     if r.overdue_cycles:
-        plural = "s" if r.overdue_cycles > 1 else ""
-        scrapping = " - due for compulsory scrapping" if r.scrapping_due else ""
-        lines.append(f"  {r.overdue_cycles} whole inspection cycle{plural} without a mark{scrapping}")
+        scrapping = f" - {say('cli.scrapping_due', language)}" if r.scrapping_due else ""
+        lines.append(f"  {say('cli.overdue_cycles', language, cycles=r.overdue_cycles)}{scrapping}")
     if r.police_alert:
-        lines.append("  POLICE ALERT")
+        lines.append(f"  {say('cli.police_alert', language)}")
     return lines
 
 
@@ -126,15 +128,17 @@ def lookup(args: argparse.Namespace) -> int:
         plate = {"plate_number": parse_plate_number(args.plate_number), "plate_type": parse_plate_type(args.plate_type)}
     with connect(args) as client:
         r = client.lookup(vin=args.vin, at_date=args.at, **plate)
-    validity = "within validity" if r.within_validity else "NOT within validity"
+    language = language_of(args.lang)
+    validity = say("cli.within_validity" if r.within_validity else "cli.not_within_validity", language)
     named = f"{r.plate_number} ({r.plate_type})" if r.plate_number else f"VIN {args.vin}"
+    current = r.current_serial or say("cli.no_mark", language)
     lines = [
-        f"{named}: {validity}, valid until {r.valid_until}",
-        f"  current mark {r.current_serial or 'none'}",
+        f"{named}: {validity}, {say('cli.valid_until', language, month=r.valid_until)}",
+        f"  {say('cli.current_mark', language, serial=current)}",
     ]
-    lines += standing_lines(r)
+    lines += standing_lines(r, language)
     if r.blocked:
-        lines.append("  BLOCKED: the vehicle's status forbids the road")
+        lines.append(f"  {say('cli.blocked', language)}")
     emit(args, r, "\n".join(lines))
     return 0
 
