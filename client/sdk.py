@@ -79,7 +79,10 @@ def error_from_rpc(error: grpc.RpcError) -> VimarkError:
     code = error.code() if isinstance(error, grpc.Call) else grpc.StatusCode.UNKNOWN
     message = (error.details() if isinstance(error, grpc.Call) else None) or str(error)
     reason, field, description, retry_after = "", "", "", 1.0
-    status = rpc_status.from_call(error) if isinstance(error, grpc.Call) else None
+    try:
+        status = rpc_status.from_call(error) if isinstance(error, grpc.Call) else None
+    except ValueError:  # details that do not match the call's status: keep the code and message
+        status = None
     details: list[Any] = list(status.details) if status else []
     for detail in details:
         info = error_details_pb2.ErrorInfo()
@@ -105,7 +108,7 @@ def error_from_rpc(error: grpc.RpcError) -> VimarkError:
         return Unauthenticated(message)
     if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
         return ResourceExhausted(message, retry_after=retry_after, reason=reason or None)
-    if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+    if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED):
         return Unavailable(f"{code.name.lower()}: {message}")
     return InternalError(f"{code.name}: {message}")
 

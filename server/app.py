@@ -95,8 +95,8 @@ class ServerConfig:
     presentation_lifetime: dt.timedelta = dt.timedelta(minutes=3)
     poll_interval: float = 0.2  # seconds between change-log polls
     max_workers: int = 16
-    max_waiting_per_caller: int = 4  # calls of one TLS caller that may wait for their request at once
-    receive_timeout: float = 3.0  # seconds a call may take to send its request message
+    max_waiting_per_caller: int = 8  # calls of one TLS caller that may be reading their request at once
+    receive_timeout: float = 5.0  # seconds a call may take to send its request message (2 MiB: 3.4 Mbit/s)
     demo_vehicles: int = 0  # seed this many synthetic vehicles into an empty database before serving
     shutdown_delay: float = 0.0  # seconds between NOT_SERVING and draining, for balancers to notice
     clock: Clock = system_clock
@@ -205,9 +205,9 @@ class VimarkServer:
         threads = config.max_workers
         self.guard = CallGuard(
             auth,
-            # Stalled calls (still reading their request after a grace): TLS callers are bounded one
-            # by one and together to half the threads; development mode has one caller, so a
-            # global bound only, which always leaves a thread free.
+            # Calls reading their request: each TLS caller is bounded (development mode has one
+            # caller, so none), and calls stalled past the grace beyond half the threads (all but
+            # one in development mode) are dropped, the biggest holder's newest first.
             total=max(1, threads // 2) if config.tls is not None else max(1, threads - 1),
             per_caller=config.max_waiting_per_caller if config.tls is not None else None,
             max_streams=max(1, threads // 4),

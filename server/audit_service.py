@@ -9,6 +9,7 @@ import calendar
 import datetime as dt
 import hashlib
 import logging
+from typing import Any, cast
 
 import grpc
 
@@ -53,8 +54,8 @@ class AuditService(Servicer, apb_grpc.AuditServiceServicer):
             raise InvalidArgument("page_size", f"{request.page_size} is negative; 0 means {DEFAULT_AUDIT_PAGE}")
         size = min(request.page_size or DEFAULT_AUDIT_PAGE, MAX_AUDIT_PAGE)
         plate = parse_plate_number(request.plate_number) if request.plate_number else None
-        since = request.start_time.ToDatetime(dt.UTC) if request.HasField("start_time") else None
-        until = request.end_time.ToDatetime(dt.UTC) if request.HasField("end_time") else None
+        since = _instant(request, "start_time")
+        until = _instant(request, "end_time")
         filters = _filters_digest(plate, request.caller_id, since, until)
         after = _read_page_token(request.page_token, filters)
         events = self.store.list_audit_events(
@@ -69,7 +70,6 @@ class AuditService(Servicer, apb_grpc.AuditServiceServicer):
         if len(events) > size:
             response.next_page_token = _page_token(events[size - 1].event_id, filters)
         return response
-
 
     @rpc("VerifyAuditChain")
     def VerifyAuditChain(
@@ -88,9 +88,10 @@ class AuditService(Servicer, apb_grpc.AuditServiceServicer):
     ) -> apb.PruneAuditEventsResponse:
         if not request.HasField("before_time"):
             raise InvalidArgument("before_time", "required: events before this instant are deleted")
-        if not request.last_event_id:
-            raise InvalidArgument("last_event_id", "required: the last event archived")
-        before = request.before_time.ToDatetime(dt.UTC)
+        if not 0 < request.last_event_id < 2**63:
+            raise InvalidArgument("last_event_id", "required: the last event archived (1 to 2^63-1)")
+        before = _instant(request, "before_time")
+        assert before is not None
         youngest = retention_start(self.clock())
         if before > youngest:
             raise PermissionDenied(
@@ -100,6 +101,17 @@ class AuditService(Servicer, apb_grpc.AuditServiceServicer):
         deleted = self.store.prune_audit(before, request.last_event_id)
         log.info("audit log: %d events before %s pruned by %s", deleted, before.isoformat(), caller.name)
         return apb.PruneAuditEventsResponse(deleted_count=deleted)
+
+
+def _instant(request: Any, field: str) -> dt.datetime | None:
+    """A Timestamp field as an aware datetime, or None when unset; INVALID_ARGUMENT naming the
+    field when it is outside what a datetime holds (year 1 to 9999)."""
+    if not request.HasField(field):
+        return None
+    try:
+        return cast("dt.datetime", getattr(request, field).ToDatetime(dt.UTC))
+    except (ValueError, OverflowError):
+        raise InvalidArgument(field, "outside the years 1 to 9999") from None
 
 
 def retention_start(now: dt.datetime) -> dt.datetime:
@@ -129,6 +141,8 @@ def _read_page_token(token: str, filters: str) -> int:
         after_id = int(after)
     except ValueError:
         raise InvalidArgument("page_token", "not a token this server gave") from None
+    if not 0 <= after_id < 2**63:
+        raise InvalidArgument("page_token", "not a token this server gave")
     if made_for != filters:
         raise InvalidArgument("page_token", "was given for other filters: send the same filters with it")
     return after_id

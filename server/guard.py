@@ -8,10 +8,11 @@ So this interceptor serves every method with a request stream instead, and in th
 
   1. identify the caller (certificate, CRL, expiry: `Authenticator.identify`) and, for vimark's
      own RPCs, check that its role may call the method (policy.py): refused at once otherwise;
-  2. refuse it at once (RESOURCE_EXHAUSTED) if its caller already holds `per_caller` stalled calls
-     (reading their request for over `stall_grace` seconds), or the server `total`;
-  3. read the one message; a call still reading after `receive_timeout` seconds, or a stalled one
-     beyond those allowances, is dropped (CANCELLED) and its thread freed;
+  2. refuse it at once (RESOURCE_EXHAUSTED) if its caller already has `per_caller` calls reading
+     their request (a caller with none is never refused because of others);
+  3. read the one message; a call still reading after `receive_timeout` seconds is dropped
+     (CANCELLED) and its thread freed, and so are the newest calls of the caller holding the most
+     while more than `total` calls have been reading for over `stall_grace` seconds;
   4. run the method with the caller known (rpc.py reads it from here).
 
 Long-lived streams (a health Watch, reflection) are capped server-wide as well, since they hold a
@@ -77,11 +78,12 @@ class Slots:
 
 
 class Waiting:
-    """The calls reading their request message, and which of them are stalled: still reading after
-    `grace` seconds. A request almost always arrives with its call, so only a caller that holds
-    calls open without sending is counted, never one that is merely busy. One thread for the whole
-    server (a timer per call would cost a thread per call) cancels a call that is past `timeout`,
-    and the newest stalled calls beyond `per_key` of one caller or `total` in all."""
+    """The calls reading their request message. A caller may have at most `per_key` of them at
+    once, whatever their age (so a burst of calls that send nothing takes at most that many
+    threads); a caller with none is never refused because of others. One thread for the whole
+    server (a timer per call would cost a thread per call) cancels a call still reading after
+    `timeout`, and, while more than `total` calls have been reading for over `grace` seconds,
+    the newest of those of the caller holding the most."""
 
     def __init__(self, total: int, per_key: int | None, grace: float, timeout: float) -> None:
         self._total = total
@@ -89,22 +91,21 @@ class Waiting:
         self._grace = grace
         self._timeout = timeout
         self._calls: dict[int, tuple[float, object, grpc.ServicerContext]] = {}  # ticket -> (start, key, call)
-        self._tickets = itertools.count()
+        self._held: dict[object, int] = {}  # key -> its calls reading now
+        self._tickets = itertools.count(1)
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def admit(self, key: object) -> bool:
-        """Whether a call of `key` may start reading: refused at once while the caller (or the
-        server) already has its allowance of stalled calls."""
-        stalled_before = time.monotonic() - self._grace
+    def admit(self, key: object, context: grpc.ServicerContext) -> int:
+        """A ticket for a call of `key` about to read its request, or 0: the caller already has its
+        allowance reading."""
         with self._lock:
-            stalled = [k for started, k, _ in self._calls.values() if started <= stalled_before]
-        return len(stalled) < self._total and (self._per_key is None or stalled.count(key) < self._per_key)
-
-    def watch(self, key: object, context: grpc.ServicerContext) -> int:
-        ticket = next(self._tickets)
-        with self._lock:
+            held = self._held.get(key, 0)
+            if self._per_key is not None and held >= self._per_key:
+                return 0
+            self._held[key] = held + 1
+            ticket = next(self._tickets)
             self._calls[ticket] = (time.monotonic(), key, context)
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="vimark-receive-watch", daemon=True)
@@ -112,9 +113,21 @@ class Waiting:
         self._wake.set()
         return ticket
 
-    def release(self, ticket: int) -> None:
+    def release(self, ticket: int) -> bool:
+        """The call's read is over. False if the watcher had already dropped it: the call is
+        cancelled, so its request must not be acted on (an Issue the caller never hears of)."""
         with self._lock:
-            self._calls.pop(ticket, None)
+            entry = self._calls.pop(ticket, None)
+            if entry is not None:
+                self._forget(entry[1])
+        return entry is not None
+
+    def _forget(self, key: object) -> None:
+        held = self._held[key] - 1
+        if held:
+            self._held[key] = held
+        else:
+            del self._held[key]
 
     def _run(self) -> None:
         tick = min(self._grace, self._timeout) / 4
@@ -126,18 +139,22 @@ class Waiting:
                 if not self._calls:
                     self._wake.clear()
                     continue
-                oldest_first = sorted(self._calls.items(), key=lambda item: item[1][0])
-                doomed = [t for t, (started, _, _) in oldest_first if now - started > self._timeout]
-                stalled = [
-                    (t, k) for t, (started, k, _) in oldest_first if self._grace < now - started <= self._timeout
-                ]
-                per_key: dict[object, int] = {}
-                for position, (ticket, key) in enumerate(stalled):
-                    per_key[key] = per_key.get(key, 0) + 1
-                    over_key = self._per_key is not None and per_key[key] > self._per_key
-                    if over_key or position >= self._total:
-                        doomed.append(ticket)
-                cancelled = [self._calls.pop(t)[2] for t in doomed]
+                doomed = [t for t, (started, _, _) in self._calls.items() if now - started > self._timeout]
+                stalled = [(t, k, started) for t, (started, k, _) in self._calls.items() if self._grace < now - started]
+                excess = len(stalled) - len(doomed) - self._total
+                if excess > 0:
+                    # The caller holding the most stalled calls loses its newest first.
+                    count: dict[object, int] = {}
+                    for _, k, _ in stalled:
+                        count[k] = count.get(k, 0) + 1
+                    live = [item for item in stalled if item[0] not in doomed]
+                    live.sort(key=lambda item: (-count[item[1]], -item[2]))
+                    doomed += [t for t, _, _ in live[:excess]]
+                cancelled = []
+                for ticket in doomed:
+                    _, key, context = self._calls.pop(ticket)
+                    self._forget(key)
+                    cancelled.append(context)
             for context in cancelled:
                 context.cancel()  # type: ignore[no-untyped-call]  # wakes the handler's read, freeing its thread
 
@@ -150,8 +167,8 @@ class CallGuard(grpc.ServerInterceptor):  # type: ignore[type-arg,misc]
         total: int,
         per_caller: int | None,
         max_streams: int,
-        receive_timeout: float = 3.0,
-        stall_grace: float = 0.25,
+        receive_timeout: float = 5.0,
+        stall_grace: float = 1.0,
     ) -> None:
         self._auth = auth
         self._waiting = Waiting(total, per_caller, grace=stall_grace, timeout=receive_timeout)
@@ -199,17 +216,17 @@ class CallGuard(grpc.ServerInterceptor):  # type: ignore[type-arg,misc]
         def guarded(requests: Iterator[Any], context: grpc.ServicerContext) -> Any:
             caller = self._identify(context, name, allowed)
             key = (caller.role, caller.caller_id) if self._per_caller is not None else None
-            if not self._waiting.admit(key):
+            ticket = self._waiting.admit(key, context)
+            if not ticket:
                 self.refused += 1
                 busy = "too many calls of this caller are waiting for their request; send the request with the call"
-                abort(context, ResourceExhausted(busy, retry_after=self._receive_timeout, reason="SERVER_BUSY"))
-            ticket = self._waiting.watch(key, context)
+                abort(context, ResourceExhausted(busy, retry_after=1.0, reason="SERVER_BUSY"))
             try:
                 request = next(requests, None)
             except grpc.RpcError:  # cancelled for stalling, or by the client
                 request = None
-            finally:
-                self._waiting.release(ticket)
+            if not self._waiting.release(ticket):
+                return None  # dropped by the watcher: the call is cancelled, its request is not acted on
             if request is None:
                 abort(context, InvalidArgument("request", "no request message within the time allowed"))
             token = _CALLER.set(caller)

@@ -30,7 +30,7 @@ from vimark.server.records import CopyPlan, MarkPlan, MarkRecord, VehicleRecord
 
 _REASON_VALUES = frozenset(r.value for r in rules.IssueReason)
 MAX_REQUEST_ID = 64
-MAX_STATION_ID = 32
+MAX_STATION_ID = 64  # a station's certificate id (server/auth.py CALLER_ID)
 
 
 class MarkTerms(Protocol):

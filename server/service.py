@@ -98,6 +98,8 @@ def _in_callers_name(command: IssueCommand, caller: Caller) -> IssueCommand:
                     f"station_id {command.station_id!r} is not this station's: it issues as {caller.caller_id!r}"
                 )
             command = replace(command, station_id=caller.caller_id)
+        elif command.station_id:
+            raise PermissionDenied(f"station_id is a station's own (its certificate's id), not a {caller.role.value}'s")
     return replace(command, issued_by=caller.name, issuer_fingerprint=caller.fingerprint)
 
 
@@ -230,13 +232,16 @@ class MarkService(Servicer, pb_grpc.MarkServiceServicer):
             wanted = f"VIN {request.vin}"
         else:
             raise InvalidArgument("plate_number", "give plate_number and plate_type, or vin")
+        # A lookup by VIN is recorded as such (the VIN in the plate's place when none is found):
+        # guessed VINs show in the trail.
         if vehicle is None:
-            self._audit(
-                caller, "LookupVehicleStatus", request.plate_type, request.plate_number or request.vin, "NOT_FOUND", 0
-            )
+            missing = "NOT_FOUND_BY_VIN" if by_vin else "NOT_FOUND"
+            asked = request.vin if by_vin else request.plate_number
+            self._audit(caller, "LookupVehicleStatus", request.plate_type, asked, missing, 0)
             raise NotFound(f"no vehicle {wanted}")
+        found = "FOUND_BY_VIN" if by_vin else "FOUND"
         self._audit(
-            caller, "LookupVehicleStatus", vehicle.plate_type, vehicle.plate_number, "FOUND", vehicle.current_serial
+            caller, "LookupVehicleStatus", vehicle.plate_type, vehicle.plate_number, found, vehicle.current_serial
         )
         standing = VehicleStanding.of(vehicle, at or china_date(self.verifier.clock()), self.verifier.config)
         # A VIN alone names the plate only to those who may see it: else guessed VINs become plates.

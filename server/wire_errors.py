@@ -18,17 +18,28 @@ from vimark.client.errors import InvalidArgument, ResourceExhausted, VimarkError
 DOMAIN = "vimark.v1"
 
 
+MAX_TEXT = 512  # characters of a message or field description sent back: errors may quote the input
+
+
+def _short(text: str) -> str:
+    return text if len(text) <= MAX_TEXT else text[: MAX_TEXT - 1] + "…"
+
+
 def abort(context: grpc.ServicerContext, error: VimarkError) -> NoReturn:
+    """End the call with `error` (its message cut to MAX_TEXT: a status travels in the trailers,
+    which gRPC bounds, and a message may quote a request's huge field)."""
     code = grpc.StatusCode[error.code]
     details = [_packed(error_details_pb2.ErrorInfo(reason=error.reason, domain=DOMAIN))]
     if isinstance(error, InvalidArgument):
-        violation = error_details_pb2.BadRequest.FieldViolation(field=error.field, description=error.description)
+        violation = error_details_pb2.BadRequest.FieldViolation(
+            field=_short(error.field), description=_short(error.description)
+        )
         details.append(_packed(error_details_pb2.BadRequest(field_violations=[violation])))
     if isinstance(error, ResourceExhausted):
         delay = Duration()
         delay.FromNanoseconds(int(error.retry_after * 1e9))
         details.append(_packed(error_details_pb2.RetryInfo(retry_delay=delay)))
-    status = status_pb2.Status(code=getattr(code_pb2, code.name), message=error.message, details=details)
+    status = status_pb2.Status(code=getattr(code_pb2, code.name), message=_short(error.message), details=details)
     context.abort_with_status(rpc_status.to_status(status))
     raise AssertionError("abort_with_status returns only by raising")
 

@@ -116,3 +116,12 @@ class _AsCall(grpc.RpcError, grpc.Call):  # type: ignore[misc]
 
     def add_callback(self, callback: Any) -> bool:
         return False
+
+
+def test_an_error_quoting_a_huge_field_stays_a_clear_error(client: VimarkClient) -> None:
+    """A message that quotes the request is cut on the wire: trailers are bounded, and a status that
+    outgrew them used to come back as a traceback in the SDK."""
+    for huge in (5_000, 20_000):
+        with pytest.raises(InvalidArgument) as caught:
+            client.lookup(vin="x" * huge)
+        assert caught.value.field == "vin" and len(caught.value.message) < 1200

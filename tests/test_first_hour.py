@@ -185,3 +185,19 @@ def test_an_svg_given_to_image_says_how_to_get_a_picture(tmp_path: Path) -> None
     render_svg("VM1:ABC", drawing, scale=4)
     line = one_line(vimark(tmp_path, "verify", "--image", str(drawing), "--server", "127.0.0.1:1"))
     assert "SVG" in line and "--out mark.png" in line
+
+
+def test_tls_files_and_a_non_loopback_address_are_checked_before_anything_is_created(
+    tmp_path: Path, pki_dir: Path
+) -> None:
+    listen = f"127.0.0.1:{free_port()}"
+    tls = ["--tls-cert", str(pki_dir / "server.pem"), "--client-ca", str(pki_dir / "ca.pem")]
+    line = one_line(vimark(tmp_path, "serve", "--listen", listen, *tls, "--tls-key", str(pki_dir / "ca.pem")))
+    assert "--tls-key" in line and "not an unencrypted PEM private key" in line
+    wrong_key = ["--tls-key", str(pki_dir / "police-TX-0001.key")]
+    assert "is not the key of --tls-cert" in one_line(vimark(tmp_path, "serve", "--listen", listen, *tls, *wrong_key))
+    (pki_dir / "crl.pem").unlink()
+    right_key = ["--tls-key", str(pki_dir / "server.key")]
+    assert "no CRL at" in one_line(vimark(tmp_path, "serve", "--listen", listen, *tls, *right_key))
+    assert "loopback" in one_line(vimark(tmp_path, "serve", "--listen", f"0.0.0.0:{free_port()}"))
+    assert [p.name for p in tmp_path.iterdir()] == ["pki"]  # the test's own PKI: no key directory, no database

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import datetime as dt
 import threading
+import time
 from collections.abc import Iterator
 from concurrent import futures
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -192,3 +194,41 @@ def test_issue_time_is_the_clock(setup: tuple[Store, Issuer, IndexFollower], clo
     issued = issuer.issue(_command("t", 1))
     assert issued.mark.issued_at == clock().replace(microsecond=0)
     assert china_date(issued.mark.issued_at) == china_date(clock())
+
+
+def test_a_copy_racing_a_grant_on_another_server_is_the_new_current_mark(
+    db_url: str, keys_dir: Path, clock: MovableClock
+) -> None:
+    """PostgreSQL: the second server waits for the vehicle's lock, then must see the mark the first
+    one just made current (not its own snapshot's "no mark"), so the copy returns it, writing nothing."""
+    if db_url.startswith("sqlite"):
+        pytest.skip("one writer at a time on SQLite: no second server reads while the first writes")
+    first, second = Store(db_url), Store(db_url)
+    try:
+        first.upsert_vehicles([_vehicle(1)])
+        signer = ReloadableKeyRing(KeyDirectory(keys_dir, clock)).signer
+        slow = Issuer(first, signer, clock)
+        fast = Issuer(second, ReloadableKeyRing(KeyDirectory(keys_dir, clock)).signer, clock)
+        base = slow.issue(_command("base", 1))
+        signing = threading.Event()
+        sign = signer.sign
+
+        def sign_slowly(body: Any) -> tuple[str, int]:
+            signing.set()
+            time.sleep(1.0)  # the transfer holds the vehicle's lock meanwhile
+            return sign(body)
+
+        signer.sign = sign_slowly  # type: ignore[method-assign]
+        transferred: list[Any] = []
+        transfer = _command("t1", 1, cpb.ISSUE_REASON_TRANSFER)
+        racing = threading.Thread(target=lambda: transferred.append(slow.issue(transfer)))
+        racing.start()
+        signing.wait(10)
+        time.sleep(0.1)
+        copy = fast.issue(_command("d1", 1, cpb.ISSUE_REASON_REDOWNLOAD))
+        racing.join(10)
+        assert transferred[0].mark.serial != base.mark.serial
+        assert copy.mark.serial == transferred[0].mark.serial and copy.change_id is None
+    finally:
+        first.close()
+        second.close()

@@ -242,8 +242,8 @@ def test_two_servers_racing_on_one_request_id_give_one_answer(db_url: str) -> No
 
 
 def test_a_mark_without_a_request_row_still_answers_its_request(store: Store, db_url: str) -> None:
-    """A mark granted by a server of a version before issue_requests (a rolling upgrade) has no
-    request row: a retry of its request is decided again, collides with the mark's request_id,
+    """A mark with no request row (its row lost; before 0003 there were none): a retry of its
+    request is decided again, collides with the mark's request_id,
     and is answered with that mark (digest unknown), the decision undone."""
     granted, *_ = store.issue("old", "02", PLATES[0], grant, Signer())
     engine = create_engine(db_url)

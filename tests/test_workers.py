@@ -24,6 +24,7 @@ from conftest import MovableClock
 from ports import free_port
 from vimark.client.errors import FailedPrecondition
 from vimark.client.sdk import VimarkClient
+from vimark.server import pki
 from vimark.server.app import ServerConfig, VimarkServer
 from vimark.server.workers import SharedReadiness
 from vimark.v1 import certificate_pb2
@@ -242,7 +243,10 @@ def test_workers_refuse_a_port_another_server_holds(tmp_path: Path) -> None:
 
 
 def test_a_worker_that_cannot_start_stops_the_server_instead_of_looping(tmp_path: Path) -> None:
-    (tmp_path / "broken.pem").write_text("not a certificate")  # every worker fails to build its TLS server
+    # Files the start-up checks accept (they exist; the server's certificate and key match) but every
+    # worker fails on: a CRL that is not one.
+    pki.init(tmp_path / "pki")
+    (tmp_path / "broken.pem").write_text("not a CRL")
     run = subprocess.run(
         [
             *VIMARK,
@@ -254,11 +258,11 @@ def test_a_worker_that_cannot_start_stops_the_server_instead_of_looping(tmp_path
             "--metrics-port",
             "0",
             "--tls-cert",
-            str(tmp_path / "broken.pem"),
+            str(tmp_path / "pki" / "server.pem"),
             "--tls-key",
-            str(tmp_path / "broken.pem"),
+            str(tmp_path / "pki" / "server.key"),
             "--client-ca",
-            str(tmp_path / "broken.pem"),
+            str(tmp_path / "pki" / "ca.pem"),
             "--client-crl",
             str(tmp_path / "broken.pem"),
         ],

@@ -8,7 +8,7 @@ import os
 import socket
 from pathlib import Path
 
-from vimark.client.errors import VimarkError
+from vimark.client.errors import TlsFileError, VimarkError
 
 
 def check_listen(address: str, flag: str) -> None:
@@ -62,4 +62,27 @@ def check_readable(paths: dict[str, Path | None]) -> None:
             with path.open("rb"):
                 pass
         except OSError as exc:
-            raise VimarkError(f"{flag} {path}: {exc.strerror or exc}", reason="TLS_FILES") from None
+            raise TlsFileError(f"{flag} {path}: {exc.strerror or exc}") from None
+
+
+def check_tls_pair(cert: Path, key: Path, crl: Path) -> None:
+    """The server's certificate and key are PEM and belong together, and the CRL exists: each
+    problem one line, before anything is created (gRPC itself would only say it cannot listen)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
+    try:
+        certificate = x509.load_pem_x509_certificate(cert.read_bytes())
+    except ValueError as exc:
+        raise TlsFileError(f"--tls-cert {cert} is not a PEM certificate ({exc})") from None
+    try:
+        private = load_pem_private_key(key.read_bytes(), password=None)
+    except (ValueError, TypeError) as exc:
+        raise VimarkError(
+            f"--tls-key {key} is not an unencrypted PEM private key ({exc})", reason="TLS_FILES"
+        ) from None
+    if private.public_key() != certificate.public_key():
+        raise TlsFileError(f"--tls-key {key} is not the key of --tls-cert {cert}")
+    if not crl.is_file():
+        # Without its CRL a server would accept every revoked (stolen) terminal's certificate.
+        raise TlsFileError(f"no CRL at {crl}: give --client-crl, or create one with `vimark pki init`")

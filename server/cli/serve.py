@@ -13,7 +13,7 @@ from types import FrameType
 
 from vimark.client.cli.common import dump
 from vimark.client.errors import VimarkError
-from vimark.server.cli.preflight import check_key_directory, check_listen, check_readable
+from vimark.server.cli.preflight import check_key_directory, check_listen, check_readable, check_tls_pair
 from vimark.server.policy import ROLE_NAMES
 from vimark.server.store import check_database_url
 
@@ -139,7 +139,7 @@ def manage_keys(args: argparse.Namespace) -> int:
 
 
 def serve(args: argparse.Namespace) -> int:
-    from vimark.server.app import ServerConfig, TlsConfig, VimarkServer
+    from vimark.server.app import ServerConfig, TlsConfig, VimarkServer, require_loopback
     from vimark.server.keys import KeyDirectory
     from vimark.server.policy import DEFAULT_RATES, Rate, Role
 
@@ -166,6 +166,10 @@ def serve(args: argparse.Namespace) -> int:
             "--client-crl": args.client_crl,
         }
     )
+    if all(tls_files):
+        check_tls_pair(args.tls_cert, args.tls_key, args.client_crl or args.client_ca.parent / "crl.pem")
+    else:
+        require_loopback(args.listen)  # development mode: plaintext, loopback only
     check_listen(args.listen, "--listen")
     metrics_host, _, metrics_port = args.metrics_listen.rpartition(":")
     try:

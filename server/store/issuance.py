@@ -111,6 +111,12 @@ class Issuance:
                 vehicles[(vehicle.plate_type, vehicle.plate_number)] = vehicle
                 if r[width] is not None:  # the joined mark's serial
                     current[r[width]] = mapping.mark(r[width:], day)
+            if not driver.is_sqlite:  # 1b. the current marks as committed now that the vehicles are ours
+                wanted = sorted({v.current_serial for v in vehicles.values() if v.current_serial})
+                current = {}
+                if wanted:
+                    c.execute(driver.sql(schema.CURRENT_MARKS.format(serials=schema.placeholders(len(wanted)))), wanted)
+                    current = {r[0]: mapping.mark(r, day) for r in c.fetchall()}
             # 2. Read after the row locks: a concurrent retry waited for the first attempt to
             # commit, and replays its answer instead of judging the rules a second time.
             answered = self._requests_by_id(c, {j.request_id for j in jobs})
@@ -135,7 +141,12 @@ class Issuance:
                     # The insert waited for the concurrent server's commit: its rows are readable now.
                     taken = self._taken(c, [r[0] for r in plan.requests])
                     if not taken.keys() - answered.keys():  # not a request_id taken: nothing to learn
-                        return [o if o is not None else Unavailable(f"mark not stored: {exc}") for o in plan.outcomes]
+                        # Everything in the savepoint was undone: copies and re-signs as well as grants.
+                        written = {r[0] for r in plan.requests}
+                        return [
+                            Unavailable(f"mark not stored: {exc}") if o is None or job.request_id in written else o
+                            for job, o in zip(jobs, plan.outcomes, strict=True)
+                        ]
                     answered.update(taken)
             else:
                 raise AssertionError("each pass answers one more command as a replay")

@@ -67,7 +67,7 @@ class MarkRow(Base):
     issued_at: Mapped[int] = mapped_column(BigInteger)  # Unix seconds
     valid_from: Mapped[dt.date] = mapped_column(Date)
     inspected_on: Mapped[dt.date | None] = mapped_column(Date, nullable=True)
-    station_id: Mapped[str] = mapped_column(String(32), default="")
+    station_id: Mapped[str] = mapped_column(String(64), default="")
     key_id: Mapped[int] = mapped_column(Integer)
     qr_text: Mapped[str] = mapped_column(Text)
     revoked: Mapped[bool] = mapped_column(Boolean, default=False)
@@ -201,6 +201,14 @@ ISSUE_VEHICLES = (
     " WHERE vehicles.plate_type IN ({types}) AND vehicles.plate_number IN ({numbers}) ORDER BY vehicles.id"
 )
 LOCK_VEHICLES = " FOR UPDATE OF vehicles"  # PostgreSQL; SQLite's BEGIN IMMEDIATE already excludes writers
+# Issue, step 1b (PostgreSQL): the locked vehicles' current marks read again. A group that waited
+# for another server's lock gets the vehicle re-checked after that commit, but the joined mark
+# columns as of its own snapshot (NULL for a mark made meanwhile): a statement after the lock sees
+# the commit ({serials}: a placeholder list).
+CURRENT_MARKS = (
+    f"SELECT {_names(MARK_READ)} FROM marks JOIN vehicles ON vehicles.id = marks.vehicle_id"
+    " WHERE marks.serial IN ({serials}) FOR SHARE OF marks"
+)
 # Issue, step 2: requests answered before, each with its digest and its mark as it now reads
 # ({ids}: a placeholder list).
 REQUESTS_BY_ID = (
@@ -208,8 +216,8 @@ REQUESTS_BY_ID = (
     " JOIN marks ON marks.serial = issue_requests.serial JOIN vehicles ON vehicles.id = marks.vehicle_id"
     " WHERE issue_requests.request_id IN ({ids})"
 )
-# Marks by their grant's request id ({ids}): a mark a server of a version before issue_requests
-# granted (a rolling upgrade) has no request row.
+# Marks by their grant's request id ({ids}): a mark with no request row (one whose row was lost)
+# still answers its request; servers of two versions must not share a database (README).
 MARKS_BY_REQUEST_ID = (
     f"SELECT {_names(MARK_READ)} FROM marks JOIN vehicles ON vehicles.id = marks.vehicle_id"
     " WHERE marks.request_id IN ({ids})"

@@ -7,7 +7,8 @@
 - audit_events: fingerprint (the caller's certificate), chain (store/audit_chain.py), computed here
   for the events already stored, in id order, so an upgraded log verifies from its first event.
 - audit_chain_anchor: where the chain continues after pruned events.
-- audit_events.verdict: 48 characters, for an issuer's REFUSED_<reason>.
+- audit_events.verdict: 48 characters, for an issuer's REFUSED_<reason>; marks.station_id: 64, a
+  station's certificate id.
 
 Revision ID: 0003
 Revises: 0002
@@ -30,6 +31,9 @@ _PAGE = 5000
 def upgrade() -> None:
     op.add_column("marks", sa.Column("issued_by", sa.String(80), nullable=False, server_default=""))
     op.add_column("marks", sa.Column("issuer_fingerprint", sa.String(64), nullable=False, server_default=""))
+    # A station issues in its own name: its certificate's caller id, up to 64 characters.
+    with op.batch_alter_table("marks") as batch:
+        batch.alter_column("station_id", type_=sa.String(64), existing_type=sa.String(32), existing_nullable=False)
     op.create_table(
         "issue_requests",
         sa.Column("request_id", sa.String(64), primary_key=True),
