@@ -59,6 +59,7 @@ log = logging.getLogger("vimark.server")
 MAX_MESSAGE_BYTES = 2 * 1024 * 1024
 DATABASE_WAIT_LOG_SECONDS = 60.0  # while the database does not answer at start, say so this often
 MAX_DATABASE_RETRY_SECONDS = 10.0  # and try again after a growing pause, up to this
+STOP_CHECK_SECONDS = 0.1  # the tail loop waits for changes in slices of this, so stop() is heard at once
 
 SERVICE_NAMES = (
     mark_service_pb2.DESCRIPTOR.services_by_name["MarkService"].full_name,
@@ -350,7 +351,7 @@ class VimarkServer:
                     health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
                 )
                 log.info("SERVING" if serving else "NOT_SERVING: a worker sharing the port is not ready")
-            if self._stop.wait(self.config.poll_interval):
+            if self._wait_for_change():
                 return
             try:
                 self.sync.catch_up()
@@ -359,6 +360,17 @@ class VimarkServer:
             except Exception:
                 log.exception("index sync failed")
             self.metrics.index_sync_age.set(self.sync.sync_age())
+
+    def _wait_for_change(self) -> bool:
+        """Until the change log grows (on PostgreSQL the store hears each commit at once) or
+        poll_interval has passed: polling stays the fallback. Waits in slices of STOP_CHECK_SECONDS
+        at most, so stop() is never held up longer. True once stop() has begun."""
+        deadline = time.monotonic() + self.config.poll_interval
+        while not self._stop.is_set():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or self.store.wait_for_change(min(remaining, STOP_CHECK_SECONDS)):
+                return self._stop.is_set()
+        return True
 
     def wait_ready(self, timeout: float = 60.0) -> None:
         deadline = time.monotonic() + timeout

@@ -22,10 +22,11 @@ import numpy as np
 import numpy.typing as npt
 
 from vimark.client.domain import VehicleCategory
-from vimark.server.records import Change, VehicleRecord
+from vimark.server.records import Change, VehicleColumns, VehicleRecord, VehicleSnapshot
 
 _CATEGORIES = list(VehicleCategory)
 _CATEGORY_CODE = {c: i for i, c in enumerate(_CATEGORIES)}
+_CATEGORY_CODE_BY_VALUE = {c.value: i for i, c in enumerate(_CATEGORIES)}
 # One packed row per vehicle (70 bytes); reading a row is one .item() call, not one per field.
 _ROW = np.dtype(
     [
@@ -49,6 +50,14 @@ _MIN_DELTA_FOR_REBUILD = 65_536
 
 def _key_hash(key: str) -> int:
     return int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "little")
+
+
+def _key_hashes(keys: Iterable[bytes], n: int) -> npt.NDArray[np.uint64]:
+    """`_key_hash` of n UTF-8 keys at once, as an array."""
+    blake2b = hashlib.blake2b
+    digests = b"".join(blake2b(key, digest_size=8).digest() for key in keys)
+    assert len(digests) == 8 * n
+    return np.frombuffer(digests, "<u8").astype(np.uint64)
 
 
 def _plate_key(plate_type: str, plate_number: str) -> str:
@@ -104,6 +113,46 @@ class ValidityIndex:
             self._revoked = set(revoked)
             self.last_change_id = last_change_id
             self._rebuild_lookups()
+
+    def load_snapshot(self, snapshot: VehicleSnapshot) -> None:
+        """Fill an empty index from a streamed store snapshot (`Store.snapshot_chunks`), chunk by
+        chunk straight into the packed rows: the same index as `load` of the same snapshot, with
+        no Python object per vehicle beyond one chunk's stored values."""
+        with self._lock:
+            self._reserve((snapshot.max_vehicle_id + 1) * 17 // 16 + 1024)  # as `load` sizes it
+            for columns in snapshot.chunks:
+                self._put_columns(columns)
+            self._revoked = set(snapshot.revoked)
+            self.last_change_id = snapshot.last_change_id
+            self._rebuild_lookups()
+
+    def _put_columns(self, c: VehicleColumns) -> None:
+        """One chunk of vehicles, as `_put(..., track=False)` puts each, a column at a time."""
+        n = len(c.vehicle_id)
+        if n == 0:
+            return
+        ids = np.asarray(c.vehicle_id, np.int64)
+        top = int(ids.max())
+        if top >= len(self._rows):  # not in a consistent snapshot (its highest id sized the rows)
+            self._reserve(max(top + 1, len(self._rows) * 5 // 4))
+        plates = [p.encode() for p in c.plate_number]
+        vins = [v.encode() for v in c.vin]
+        block = np.empty(n, _ROW)
+        block["present"] = True
+        block["plate_type"] = np.asarray(c.plate_type).astype(np.uint8)  # "02" -> 2, as int() reads it
+        block["plate"] = plates
+        block["vin"] = vins
+        block["category"] = np.fromiter(map(_CATEGORY_CODE_BY_VALUE.__getitem__, c.category), np.uint8, n)
+        block["registered"] = np.asarray(c.registered_on, np.int32)
+        block["seats"] = np.asarray(c.seats, np.uint8)
+        block["exemption_lost"] = np.asarray(c.exemption_lost, np.bool_)
+        block["status"] = np.asarray(c.status_bits, np.uint16)
+        block["valid_until"] = np.fromiter((m or 0 for m in c.valid_until), np.uint16, n)
+        block["serial"] = np.asarray(c.current_serial, np.uint64)
+        block["plate_hash"] = _key_hashes((t.encode() + b":" + p for t, p in zip(c.plate_type, plates, strict=True)), n)
+        block["vin_hash"] = _key_hashes(vins, n)
+        self._count += n - int(np.count_nonzero(self._rows["present"][ids]))
+        self._rows[ids] = block
 
     def apply(self, changes: Iterable[Change]) -> int:
         """Apply change-log rows in id order; rows at or below last_change_id are skipped

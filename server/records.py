@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 from vimark.client.domain import Month, VehicleCategory
@@ -65,6 +66,39 @@ class Change:
     change_id: int
     vehicle: VehicleRecord
     revoked_serial: int | None
+
+
+@dataclass(frozen=True)
+class VehicleColumns:
+    """A chunk of vehicles as stored, one sequence per `VehicleRecord` field (same names, same
+    order, same length), for loading the index without a Python object per vehicle. As stored,
+    not as the record holds them: `category` is the `VehicleCategory` value, `registered_on` the
+    date's ordinal (`date.toordinal()`), `exemption_lost` a bool or 0/1, `valid_until` None when
+    there is none."""
+
+    vehicle_id: Sequence[int]
+    plate_type: Sequence[str]
+    plate_number: Sequence[str]
+    vin: Sequence[str]
+    category: Sequence[str]
+    registered_on: Sequence[int]
+    seats: Sequence[int]
+    exemption_lost: Sequence[int]
+    status_bits: Sequence[int]
+    valid_until: Sequence[int | None]
+    current_serial: Sequence[int]
+
+
+@dataclass(frozen=True)
+class VehicleSnapshot:
+    """Everything the index needs, as one consistent view of the store: the last change id it
+    reflects, the highest vehicle id (0 if none; to size the index at once), every revoked serial,
+    and every vehicle in chunks, read as they are consumed (so only inside the store's `with`)."""
+
+    last_change_id: int
+    max_vehicle_id: int
+    revoked: set[int]
+    chunks: Iterator[VehicleColumns]
 
 
 @dataclass(frozen=True)

@@ -63,7 +63,8 @@ class IndexFollower:
 
     def load(self) -> None:
         started = time.perf_counter()
-        self.index.load(*self.store.snapshot())
+        with self.store.snapshot_chunks() as snapshot:  # streamed: no record per vehicle at start
+            self.index.load_snapshot(snapshot)
         self.ready = True
         self._record()
         log.info("index loaded: %d vehicles in %.2fs", len(self.index), time.perf_counter() - started)

@@ -9,11 +9,20 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 
 from sqlalchemy import Engine
 
 from vimark.client.errors import InvalidArgument
-from vimark.server.records import AuditEvent, Change, CopyPlan, MarkPlan, MarkRecord, VehicleRecord
+from vimark.server.records import (
+    AuditEvent,
+    Change,
+    CopyPlan,
+    MarkPlan,
+    MarkRecord,
+    VehicleRecord,
+    VehicleSnapshot,
+)
 from vimark.server.store import schema
 from vimark.server.store.engine import Database
 from vimark.server.store.issuance import Issuance, IssueJob
@@ -103,6 +112,13 @@ class Store:
         (last change id, every vehicle, every revoked serial)."""
         return self._reads.snapshot()
 
+    def snapshot_chunks(self, chunk: int = 100_000) -> AbstractContextManager[VehicleSnapshot]:
+        """What `snapshot` reads, in the same one consistent transaction, without a record per
+        vehicle: `with store.snapshot_chunks() as s:` gives the last change id, the highest vehicle
+        id, the revoked serials and `s.chunks`, the vehicles `chunk` at a time as columns of
+        stored values (records.VehicleColumns), read as they are consumed, inside the `with`."""
+        return self._reads.snapshot_chunks(chunk)
+
     def changes_since(self, last_id: int, limit: int = 5000) -> list[Change]:
         """The change-log rows after `last_id`, in id order, at most `limit`."""
         return self._reads.changes_since(last_id, limit)
@@ -159,3 +175,20 @@ class Store:
         """Audit events matching every filter given, oldest first (by time, then id), at most
         `limit` of them. Superseded by `list_audit_events`, which pages without gaps."""
         return self._reads.audit_events(plate_number=plate_number, caller_id=caller_id, since=since, limit=limit)
+
+    # -- replicas hearing changes at once ----------------------------------------------------
+    def wait_for_change(self, timeout: float) -> bool:
+        """Wait up to `timeout` seconds for a committed change to the change log: True as soon as
+        one is heard (PostgreSQL: LISTEN on a dedicated connection; every change-log write NOTIFYs
+        at its commit), False at the timeout. Never raises: with the database away, or on SQLite,
+        it sleeps the timeout and returns False, and polling the log stays the mechanism."""
+        return self._db.changes.wait(timeout)
+
+    @property
+    def notify_changes(self) -> bool:
+        """Whether this store's change-log writes NOTIFY listeners (PostgreSQL; tests turn it off)."""
+        return self._db.driver.notify_changes
+
+    @notify_changes.setter
+    def notify_changes(self, on: bool) -> None:
+        self._db.driver.notify_changes = on and not self.is_sqlite

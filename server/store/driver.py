@@ -48,6 +48,9 @@ class Driver:
 
     def __init__(self, dbapi: Any, *, is_sqlite: bool) -> None:
         self.is_sqlite = is_sqlite
+        # PostgreSQL: the change-log writer NOTIFYs replicas (writes.log_changes); a test turns it off.
+        self.notify_changes = not is_sqlite
+        self.Error: type[Exception] = dbapi.Error
         self.OperationalError: type[Exception] = dbapi.OperationalError
         self.IntegrityError: type[Exception] = dbapi.IntegrityError
         self.DatabaseError: type[Exception] = dbapi.DatabaseError

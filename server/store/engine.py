@@ -9,7 +9,9 @@ fast), a lost race between writers is `Conflict` (the caller may run the transac
 from __future__ import annotations
 
 import fcntl
+import logging
 import os
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
@@ -25,10 +27,14 @@ from sqlalchemy.exc import OperationalError
 from vimark.client.errors import Unavailable
 from vimark.server.store.driver import Driver
 
+log = logging.getLogger(__name__)
 MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
 FAIL_FAST_SECONDS = 1.0  # after the database failed to answer, how long calls fail at once
 _CONFLICT_STATES = {"40P01", "40001"}  # PostgreSQL: deadlock detected, serialization failure
 _MIGRATION_LOCK = 0x76696D6D  # "vimm": serialises schema migrations of servers starting together
+CHANGES_CHANNEL = "vimark_changes"  # what writes.log_changes NOTIFYs on PostgreSQL, with the highest change id
+_LISTEN_RETRY_FIRST = 0.5  # seconds before the change listener reconnects after a failure; doubling...
+_LISTEN_RETRY_MAX = 30.0  # ...up to this
 
 
 class Conflict(Unavailable):
@@ -42,6 +48,7 @@ class Database:
         self.url = url
         self.is_sqlite = url.startswith("sqlite")
         self._writer_lock: Path | None = None
+        self._connect_timeout = connect_timeout
         if self.is_sqlite:
             self.engine: Engine = create_engine(url, connect_args={"timeout": 30})
             database = self.engine.url.database
@@ -61,21 +68,27 @@ class Database:
                 # bounds a new connection (libpq's floor is 2 s); keepalives and tcp_user_timeout
                 # bound a pooled one whose peer vanished (a partition: no RST, nothing ACKed),
                 # which the kernel would otherwise retransmit to for about 15 minutes.
-                connect_args={
-                    "connect_timeout": max(2, int(connect_timeout)),
-                    "keepalives": 1,
-                    "keepalives_idle": 10,
-                    "keepalives_interval": 5,
-                    "keepalives_count": 3,
-                    "tcp_user_timeout": 10_000,  # ms
-                    # An acknowledged write must survive a crash even where the server's default
-                    # was relaxed for speed.
-                    "options": "-c synchronous_commit=on",
-                },
+                connect_args=self._connect_args,
             )
         self.driver = Driver(self.engine.dialect.loaded_dbapi, is_sqlite=self.is_sqlite)
+        self.changes = ChangeListener(self)
         self._unreachable_until = 0.0  # monotonic time before which calls fail fast (see guard)
         self._unreachable_reason = ""
+
+    @property
+    def _connect_args(self) -> dict[str, Any]:
+        """PostgreSQL's connection settings: the pool's, and the change listener's."""
+        return {
+            "connect_timeout": max(2, int(self._connect_timeout)),
+            "keepalives": 1,
+            "keepalives_idle": 10,
+            "keepalives_interval": 5,
+            "keepalives_count": 3,
+            "tcp_user_timeout": 10_000,  # ms
+            # An acknowledged write must survive a crash even where the server's default
+            # was relaxed for speed.
+            "options": "-c synchronous_commit=on",
+        }
 
     def migrate(self) -> None:
         """Bring the schema to the newest Alembic revision (idempotent)."""
@@ -88,6 +101,7 @@ class Database:
             command.upgrade(config, "head")
 
     def close(self) -> None:
+        self.changes.close()
         self.engine.dispose()
 
     # -- transactions ------------------------------------------------------------------------
@@ -206,6 +220,98 @@ class Database:
             yield
         finally:
             os.close(fd)  # closing the only descriptor releases the lock
+
+
+class ChangeListener:
+    """Wake a replica as soon as the change log grows, instead of at its next poll.
+
+    On PostgreSQL: one dedicated connection (not the pool's), in autocommit, `LISTEN
+    vimark_changes`; every change-log write NOTIFYs it in its own transaction (writes.log_changes),
+    so a notification means "committed". Polling stays the mechanism on SQLite and the fallback
+    everywhere: `wait` never raises, and a lost connection is dropped and reconnected on a later
+    call, after a pause that doubles from _LISTEN_RETRY_FIRST to _LISTEN_RETRY_MAX seconds."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+        self._conn: Any = None
+        self._lock = threading.Lock()  # one waiter on the connection at a time; close() waits for it
+        self._closed = False
+        self._retry_at = 0.0
+        self._backoff = _LISTEN_RETRY_FIRST
+
+    def wait(self, timeout: float) -> bool:
+        """Up to `timeout` seconds: True as soon as a change was committed (or may have been: the
+        listener has just been (re)connected, so changes made while nobody listened are caught up
+        at once), False at the timeout, and at once-per-timeout on SQLite, after close(), or while
+        the database is away (the call then sleeps out its timeout, so a caller's loop never spins)."""
+        timeout = max(0.0, timeout)
+        deadline = time.monotonic() + timeout
+        if not self._db.is_sqlite and not self._closed:
+            with self._lock:
+                if not self._closed:
+                    if self._conn is None and time.monotonic() >= self._retry_at and self._connect():
+                        return True
+                    if self._conn is not None:
+                        try:
+                            # Each generator runs to its end: it holds the connection's lock until then.
+                            if not list(self._conn.notifies(timeout=timeout, stop_after=1)):
+                                return False
+                            list(self._conn.notifies(timeout=0))  # drain: one wake-up covers them all
+                            return True
+                        except Exception as exc:  # the driver's errors, or a closed connection
+                            self._drop(exc)
+        remaining = deadline - time.monotonic()
+        if remaining > 0:
+            time.sleep(remaining)
+        return False
+
+    def _connect(self) -> bool:
+        dbapi = self._db.engine.dialect.loaded_dbapi
+        cargs, cparams = self._db.engine.dialect.create_connect_args(self._db.engine.url)
+        try:
+            conn = dbapi.connect(*cargs, **{**cparams, **self._db._connect_args}, autocommit=True)
+        except Exception as exc:
+            self._failed(exc)
+            return False
+        try:
+            conn.execute(f"LISTEN {CHANGES_CHANNEL}")
+        except Exception as exc:
+            conn.close()
+            self._failed(exc)
+            return False
+        if self._backoff > _LISTEN_RETRY_FIRST:
+            log.info("change listener connected again: replicas hear changes at once")
+        self._conn, self._backoff = conn, _LISTEN_RETRY_FIRST
+        return True
+
+    def _drop(self, exc: BaseException) -> None:
+        try:
+            self._conn.close()
+        except Exception:
+            pass
+        self._conn = None
+        self._failed(exc)
+
+    def _failed(self, exc: BaseException) -> None:
+        if self._backoff == _LISTEN_RETRY_FIRST:  # once an outage, not once a retry
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            log.warning("change listener lost (%s); polling the change log until it reconnects", reason)
+        self._retry_at = time.monotonic() + self._backoff
+        self._backoff = min(self._backoff * 2, _LISTEN_RETRY_MAX)
+
+    def close(self) -> None:
+        self._closed = True
+        acquired = self._lock.acquire(timeout=5)  # a waiter leaves within its timeout
+        try:
+            if self._conn is not None:
+                try:
+                    self._conn.close()
+                except Exception:
+                    pass
+                self._conn = None
+        finally:
+            if acquired:
+                self._lock.release()
 
 
 def _create_private(database: Path) -> None:

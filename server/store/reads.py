@@ -6,13 +6,15 @@ becomes a record through mapping.py."""
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterator
+from contextlib import closing, contextmanager
 from typing import Any
 
 from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.exc import DBAPIError
 
 from vimark.client.errors import InvalidArgument, Unavailable
-from vimark.server.records import AuditEvent, Change, MarkRecord, VehicleRecord
+from vimark.server.records import AuditEvent, Change, MarkRecord, VehicleColumns, VehicleRecord, VehicleSnapshot
 from vimark.server.store import audit_chain, mapping, schema
 from vimark.server.store.engine import Database
 from vimark.server.store.schema import (
@@ -59,6 +61,24 @@ class Reads:
             vehicles = [mapping.vehicle(r) for r in conn.execute(select(*VEHICLE_READ).order_by(VehicleRow.id))]
             revoked = set(conn.execute(select(MarkRow.serial).where(MarkRow.revoked)).scalars())
         return last, vehicles, revoked
+
+    @contextmanager
+    def snapshot_chunks(self, chunk: int) -> Iterator[VehicleSnapshot]:
+        """`snapshot` without a record per vehicle: in the same one transaction, the vehicles
+        stream off a driver cursor (a server-side one on PostgreSQL, which would otherwise hold
+        the whole result in the client) `chunk` rows at a time, as columns of stored values."""
+        if chunk < 1:
+            raise InvalidArgument("chunk", f"must be at least 1, not {chunk}")
+        sqlite = self._db.is_sqlite
+        with self._db.read(consistent=True) as conn:
+            last = conn.execute(select(func.coalesce(func.max(ChangeRow.id), 0))).scalar_one()
+            top = conn.execute(select(func.coalesce(func.max(VehicleRow.id), 0))).scalar_one()
+            revoked = set(conn.execute(select(MarkRow.serial).where(MarkRow.revoked)).scalars())
+            raw = conn.connection.driver_connection
+            cursor = raw.cursor() if sqlite else raw.cursor(name="vimark_snapshot")  # type: ignore[union-attr]
+            with closing(cursor) as c:
+                c.execute(schema.SNAPSHOT_VEHICLES["sqlite" if sqlite else "postgresql"])
+                yield VehicleSnapshot(last, top, revoked, _column_chunks(c, chunk))
 
     def changes_since(self, last_id: int, limit: int) -> list[Change]:
         driver = self._db.driver
@@ -131,6 +151,16 @@ class Reads:
                     after = rows[-1][0]
         except DBAPIError as exc:  # e.g. PostgreSQL's undefined table: a database never migrated
             raise Unavailable(f"cannot read the audit log (is the schema migrated?): {exc.orig}") from exc
+
+
+def _column_chunks(cursor: Any, size: int) -> Iterator[VehicleColumns]:
+    while True:
+        rows = cursor.fetchmany(size)
+        if not rows:
+            return
+        columns = VehicleColumns(*zip(*rows, strict=True))
+        del rows  # the row tuples go; their values live on in the columns
+        yield columns
 
 
 def _check_limit(limit: int) -> None:

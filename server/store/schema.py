@@ -244,6 +244,20 @@ CHANGES_SINCE = (
     " JOIN vehicles ON vehicles.id = change_log.vehicle_id WHERE change_log.id > ? ORDER BY change_log.id LIMIT ?"
 )
 
+# The index's start (reads.snapshot_chunks): every vehicle's columns in VEHICLE_READ's order, but
+# the registration date as its ordinal (date.toordinal(): day 1 is 0001-01-01), computed by the
+# database, so no date object is made per vehicle; in no order (each row has its own slot).
+_ORDINAL = {
+    "sqlite": "CAST(julianday(vehicles.registered_on) - 1721424.5 AS INTEGER)",
+    "postgresql": "(vehicles.registered_on - DATE '0001-01-01') + 1",
+}
+SNAPSHOT_VEHICLES = {
+    dialect: "SELECT "
+    + ", ".join(day if c.name == "registered_on" else f"vehicles.{c.name}" for c in VEHICLE_READ)
+    + " FROM vehicles"
+    for dialect, day in _ORDINAL.items()
+}
+
 # The audit writer (writes.append_audit): each row is its content (mapping.audit_content) and its
 # chain; on SQLite with its id first (the only writer gives them: ids never go back after a prune).
 LAST_AUDIT = "SELECT id, chain FROM audit_events ORDER BY id DESC LIMIT 1"

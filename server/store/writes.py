@@ -4,7 +4,9 @@ writer every write ends with, Issue's too (issuance.py).
 Every write commits its rows and its change-log rows in one transaction: `log_changes` is the
 last statement of each. Change-log ids are assigned in commit order (SQLite serialises writers;
 on PostgreSQL an advisory lock is taken just before the change-log insert and held to commit), so
-a reader that tails `id > last` never skips a row that commits later.
+a reader that tails `id > last` never skips a row that commits later. On PostgreSQL the same
+transaction NOTIFYs `vimark_changes` (delivered at commit), so replicas tail at once
+(`engine.ChangeListener`); polling stays the fallback.
 
 Lock order, so writers cannot deadlock one another: vehicle and mark rows first, the change-log
 lock last. The audit log has a lock of its own (the SQLite writer lock; an advisory lock on
@@ -29,7 +31,7 @@ from vimark.client.errors import InvalidArgument, NotFound, Unavailable, VimarkE
 from vimark.server.records import AuditEvent, VehicleRecord
 from vimark.server.store import audit_chain, mapping, schema
 from vimark.server.store.driver import Driver, cursor_in
-from vimark.server.store.engine import Conflict, Database
+from vimark.server.store.engine import CHANGES_CHANNEL, Conflict, Database
 from vimark.server.store.schema import VEHICLE_READ, AuditAnchorRow, AuditRow, MarkRow, VehicleRow
 
 _CHANGE_LOG_LOCK = 0x76696D61  # "vima": the advisory lock that orders change-log ids on PostgreSQL
@@ -63,7 +65,12 @@ def log_changes(driver: Driver, c: Any, vehicle_ids: Sequence[int], revoked_seri
     while True:  # one result per row, in the order of the rows
         ids.append(c.fetchone()[0])
         if not c.nextset():
-            return ids
+            break
+    if driver.notify_changes:
+        # Replicas LISTENing (engine.ChangeListener) wake at once instead of at their next poll.
+        # PostgreSQL delivers it at commit and only then: no replica hears of an uncommitted change.
+        c.execute("SELECT pg_notify(%s, %s)", [CHANGES_CHANNEL, str(max(ids))])
+    return ids
 
 
 class Writes:
