@@ -104,8 +104,9 @@ def _in_callers_name(command: IssueCommand, caller: Caller) -> IssueCommand:
 
 
 def _as_recorded(plate_type: str, plate_number: str) -> tuple[str, str]:
-    """A plate as the audit log keeps it: canonical where it parses (so a search by plate finds
-    it however it was typed), as given otherwise."""
+    """A plate as typed in a request, as the audit log keeps it: canonical where it parses (so a
+    search by plate finds it however it was typed), as given otherwise. Plates read from the index
+    or a mark are canonical already and are recorded as they are."""
     try:
         return parse_plate_type(plate_type), parse_plate_number(plate_number)
     except InvalidArgument:
@@ -151,7 +152,6 @@ class MarkService(Servicer, pb_grpc.MarkServiceServicer):
 
     def _audit(self, caller: Caller, rpc: str, plate_type: str, plate_number: str, outcome: str, serial: int) -> None:
         if policy_of(caller).audited:
-            plate_type, plate_number = _as_recorded(plate_type, plate_number)
             self.audit.record(caller, rpc, plate_type, plate_number, outcome, serial, time.time())
 
     @contextlib.contextmanager
@@ -161,7 +161,7 @@ class MarkService(Servicer, pb_grpc.MarkServiceServicer):
         try:
             yield
         except VimarkError as exc:
-            self._audit(caller, rpc, plate_type, plate_number, f"REFUSED_{exc.reason}", 0)
+            self._audit(caller, rpc, *_as_recorded(plate_type, plate_number), f"REFUSED_{exc.reason}", 0)
             raise
 
     @rpc("Issue")
@@ -237,7 +237,7 @@ class MarkService(Servicer, pb_grpc.MarkServiceServicer):
         if vehicle is None:
             missing = "NOT_FOUND_BY_VIN" if by_vin else "NOT_FOUND"
             asked = request.vin if by_vin else request.plate_number
-            self._audit(caller, "LookupVehicleStatus", request.plate_type, asked, missing, 0)
+            self._audit(caller, "LookupVehicleStatus", *_as_recorded(request.plate_type, asked), missing, 0)
             raise NotFound(f"no vehicle {wanted}")
         found = "FOUND_BY_VIN" if by_vin else "FOUND"
         self._audit(

@@ -10,9 +10,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
-import pytest
 
-from tls_fixtures import CALLERS, PLATE, Connect
+from tls_fixtures import CALLERS, Connect
 from vimark.client.sdk import tls_credentials
 from vimark.server import pki
 from vimark.server.app import ServerConfig, VimarkServer
@@ -132,7 +131,33 @@ def test_a_call_whose_message_never_comes_is_dropped(
     assert RECEIVE_TIMEOUT <= elapsed < RECEIVE_TIMEOUT + 5, elapsed
 
 
-@pytest.mark.parametrize("role", [Role.PUBLIC])
-def test_the_guard_checks_the_role_before_waiting(role: Role, connect: Connect) -> None:
-    with pytest.raises(Exception, match=r"PERMISSION|is for"):
-        connect(role).lookup(**PLATE)
+def test_the_guard_checks_the_role_before_waiting_for_the_request(
+    tls_server: VimarkServer, pki_dir: Path
+) -> None:
+    """A role the RPC is not for is refused before its request is read: a public caller that opens
+    LookupVehicleStatus and sends nothing gets PERMISSION_DENIED at once, not after the 5 s
+    receive timeout (rpc() would check the role too, but only once a request has arrived)."""
+    name = f"public-{CALLERS[Role.PUBLIC]}"
+    credentials = tls_credentials(pki_dir / "ca.pem", pki_dir / f"{name}.pem", pki_dir / f"{name}.key")
+    release = threading.Event()
+
+    def nothing() -> Iterator[pb.LookupVehicleStatusRequest]:
+        release.wait(30)
+        return
+        yield
+
+    with grpc.secure_channel(f"127.0.0.1:{tls_server.port}", credentials) as channel:
+        lookup = channel.stream_unary(
+            "/vimark.v1.MarkService/LookupVehicleStatus",
+            request_serializer=pb.LookupVehicleStatusRequest.SerializeToString,
+            response_deserializer=pb.LookupVehicleStatusResponse.FromString,
+        )
+        started = time.monotonic()
+        call = lookup.future(nothing(), timeout=20)
+        try:
+            error = call.exception(timeout=10)
+        finally:
+            release.set()
+    assert isinstance(error, grpc.Call) and error.code() == grpc.StatusCode.PERMISSION_DENIED, error
+    assert "LookupVehicleStatus is for" in (error.details() or "")
+    assert time.monotonic() - started < RECEIVE_TIMEOUT  # not after waiting for a request
