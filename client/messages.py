@@ -38,6 +38,19 @@ CATALOGUE: Mapping[str, tuple[str, str]] = {
     "verdict.UNKNOWN_KEY": ("签发密钥未知：{detail}", "{detail}"),
     "verdict.MALFORMED": ("不是检验标志电子凭证：{detail}", "{detail}"),
     "verdict.REVOKED_KEY": ("签发密钥已被撤销：{detail}", "{detail}"),
+    # A police terminal verifying offline (client/offline/)
+    "offline.STALE": (
+        "离线数据自 {since} 起已过期：无法确认有效，请联网核查",
+        "offline data stale since {since}: cannot confirm VALID, check online",
+    ),
+    "offline.NEWER_THAN_STATUS": (
+        "该凭证晚于离线状态数据（{made}）签发：无法离线确认",
+        "this mark is newer than the offline status data (made {made}): cannot confirm offline",
+    ),
+    "offline.OLDER_THAN_STATUS": (
+        "该凭证早于离线状态数据覆盖的范围：无法离线确认，请联网核查",
+        "this mark is older than the offline status data covers: cannot confirm offline, check online",
+    ),
     "public.VALID": ("有效", "valid"),
     "public.NOT_VALID": ("无效", "not valid"),
     # The command line's words (client)

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Callable, Iterator, Sequence
+import queue
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -44,6 +45,8 @@ from vimark.v1 import mark_service_pb2 as pb
 from vimark.v1 import mark_service_pb2_grpc as pb_grpc
 from vimark.v1 import registry_service_pb2 as rpb
 from vimark.v1 import registry_service_pb2_grpc as rpb_grpc
+from vimark.v1 import terminal_service_pb2 as tpb
+from vimark.v1 import terminal_service_pb2_grpc as tpb_grpc
 
 DEFAULT_SERVER = "127.0.0.1:50051"
 _RETRY_POLICY = {
@@ -53,6 +56,7 @@ _RETRY_POLICY = {
                 {"service": "vimark.v1.MarkService"},
                 {"service": "vimark.v1.RegistryService"},
                 {"service": "vimark.v1.AuditService"},
+                {"service": "vimark.v1.TerminalService"},
             ],
             "retryPolicy": {
                 "maxAttempts": 4,
@@ -159,6 +163,7 @@ class VimarkClient:
         self.marks = pb_grpc.MarkServiceStub(self.channel)
         self.registry = rpb_grpc.RegistryServiceStub(self.channel)
         self.audit = apb_grpc.AuditServiceStub(self.channel)
+        self.terminal = tpb_grpc.TerminalServiceStub(self.channel)
 
     def __enter__(self) -> VimarkClient:
         return self
@@ -233,15 +238,94 @@ class VimarkClient:
     def trust_list(self) -> pb.GetTrustListResponse:
         return self._call(self.marks.GetTrustList, pb.GetTrustListRequest())
 
+    # -- TerminalService: a police terminal's offline data (client/offline/) --------------------
+    def trust_bundle(self) -> bytes:
+        """The signed trust bundle (a SignedEnvelope), as the server sends it."""
+        return self._call(self.terminal.GetTrustBundle, tpb.GetTrustBundleRequest()).signed_bundle
+
+    def status_snapshot(self) -> bytes:
+        """The signed full status snapshot, its chunks joined."""
+        try:
+            stream = self.terminal.GetStatusSnapshot(
+                tpb.GetStatusSnapshotRequest(), timeout=self.timeout, metadata=self._metadata
+            )
+            return b"".join(part.chunk for part in stream)
+        except grpc.RpcError as exc:
+            raise error_from_rpc(exc) from None
+
+    def status_delta(self, since_change_id: int, since_digest: bytes) -> tpb.GetStatusDeltaResponse:
+        request = tpb.GetStatusDeltaRequest(since_change_id=since_change_id, since_digest=since_digest)
+        return self._call(self.terminal.GetStatusDelta, request)
+
     def describe_mark(self, qr_text: str) -> pb.DescribeMarkResponse:
         return self._call(self.marks.DescribeMark, pb.DescribeMarkRequest(qr_text=qr_text))
 
     def revoke_mark(self, serial: int, reason: str = "") -> pb.RevokeMarkResponse:
         return self._call(self.marks.RevokeMark, pb.RevokeMarkRequest(serial=serial, reason=reason))
 
+    def backfill_marks(
+        self, plates: Sequence[tuple[str, str]] = (), *, batch_size: int = 0
+    ) -> Iterator[pb.BackfillMarksProgress]:
+        """BackfillMarks (operators): progress after each durable batch, the last one `done`.
+        `plates` are (plate type, plate number) pairs; none: every vehicle. No deadline (a
+        province takes minutes); closing the iterator (or Ctrl-C while reading it) cancels the
+        call, and the server stops after the batch it is writing: running it again continues."""
+        request = pb.BackfillMarksRequest(
+            plates=[pb.BackfillPlate(plate_type=t, plate_number=n) for t, n in plates], batch_size=batch_size
+        )
+        call = self.marks.BackfillMarks(request, metadata=self._metadata)
+        try:
+            yield from call
+        except grpc.RpcError as exc:
+            raise error_from_rpc(exc) from None
+        finally:
+            call.cancel()  # a no-op once the stream has ended
+
     # -- RegistryService -----------------------------------------------------------------------
     def upsert_vehicles(self, vehicles: Sequence[rpb.Vehicle]) -> rpb.UpsertVehiclesResponse:
         return self._call(self.registry.UpsertVehicles, rpb.UpsertVehiclesRequest(vehicles=vehicles))
+
+    def import_vehicles(
+        self, batches: Iterable[Sequence[rpb.Vehicle]], *, window: int = 4
+    ) -> Iterator[rpb.ImportVehiclesResponse]:
+        """ImportVehicles (operators): send `batches` (each 1 to 10,000 vehicles, sequence 1, 2...
+        in order) on one stream, at most `window` of them not yet acknowledged, and yield each
+        batch's acknowledgement (durable, all or nothing) in order. A refused batch raises its
+        error (InvalidArgument naming vehicles[i]): it is the oldest one not acknowledged, and no
+        later batch was applied. `batches` is read in the caller's thread: an error it raises
+        (a bad row found locally) is raised here after the batches already sent are acknowledged.
+        No deadline (a province takes minutes); closing the iterator cancels the call."""
+        outbox: queue.SimpleQueue[rpb.ImportVehiclesRequest | None] = queue.SimpleQueue()
+        call = self.registry.ImportVehicles(iter(outbox.get, None), metadata=self._metadata)
+        unacknowledged = 0
+
+        def acknowledgement() -> rpb.ImportVehiclesResponse:
+            ack = next(call, None)
+            if ack is None:
+                raise InternalError("the server ended ImportVehicles before acknowledging every batch")
+            return ack
+
+        try:
+            try:
+                for sequence, vehicles in enumerate(batches, start=1):
+                    if unacknowledged >= window:
+                        yield acknowledgement()
+                        unacknowledged -= 1
+                    outbox.put(rpb.ImportVehiclesRequest(sequence=sequence, vehicles=vehicles))
+                    unacknowledged += 1
+            except Exception:
+                outbox.put(None)  # the batches sent so far stand: hear them out, then raise
+                for _ in range(unacknowledged):
+                    yield acknowledgement()
+                raise
+            outbox.put(None)
+            for _ in range(unacknowledged):
+                yield acknowledgement()
+        except grpc.RpcError as exc:
+            raise error_from_rpc(exc) from None
+        finally:
+            outbox.put(None)  # frees gRPC's reader of `outbox` however this ends
+            call.cancel()  # a no-op once the stream has ended
 
     def set_status(self, *, plate_number: str, plate_type: str, status_codes: str) -> rpb.SetVehicleStatusResponse:
         return self._call(

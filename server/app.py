@@ -25,7 +25,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection, reflection_pb2, reflection_pb2_grpc
 
 from vimark.client.domain import Clock, system_clock
-from vimark.client.errors import TlsFileError, Unavailable, VimarkError
+from vimark.client.errors import FailedPrecondition, TlsFileError, Unavailable, VimarkError
 from vimark.server import rules
 from vimark.server.audit import AuditLog
 from vimark.server.audit_service import AuditService
@@ -41,7 +41,10 @@ from vimark.server.metrics import Metrics, MetricsServer, serve_metrics
 from vimark.server.policy import DEFAULT_RATES, Rate, Role
 from vimark.server.service import MarkService, RegistryService
 from vimark.server.store import Store, displayed
-from vimark.server.sync import IndexFollower, ReloadableKeyRing
+from vimark.server.sync import CheckpointConfig, IndexFollower, ReloadableKeyRing
+from vimark.server.terminal_keys import OnlineKeyDirectory, OnlineSigner
+from vimark.server.terminal_service import TerminalService
+from vimark.server.terminal_status import TerminalData
 from vimark.server.verifier import Verifier
 from vimark.v1 import (
     audit_service_pb2,
@@ -50,6 +53,8 @@ from vimark.v1 import (
     mark_service_pb2_grpc,
     registry_service_pb2,
     registry_service_pb2_grpc,
+    terminal_service_pb2,
+    terminal_service_pb2_grpc,
 )
 
 log = logging.getLogger("vimark.server")
@@ -65,6 +70,7 @@ SERVICE_NAMES = (
     mark_service_pb2.DESCRIPTOR.services_by_name["MarkService"].full_name,
     registry_service_pb2.DESCRIPTOR.services_by_name["RegistryService"].full_name,
     audit_service_pb2.DESCRIPTOR.services_by_name["AuditService"].full_name,
+    terminal_service_pb2.DESCRIPTOR.services_by_name["TerminalService"].full_name,
 )
 
 
@@ -102,6 +108,11 @@ class ServerConfig:
     shutdown_delay: float = 0.0  # seconds between NOT_SERVING and draining, for balancers to notice
     clock: Clock = system_clock
     rule_config: rules.RuleConfig = field(default_factory=rules.RuleConfig)
+    # The online key that signs police terminals' offline data (server/terminal_keys.py); None:
+    # TerminalService refuses with NO_ONLINE_KEY. terminal_refresh: how long a snapshot is reused.
+    terminal_keys_dir: Path | None = None
+    terminal_refresh: dt.timedelta = dt.timedelta(minutes=1)
+    checkpoints: CheckpointConfig | None = None  # None: the index is read from the store at each start
 
 
 REFLECTION_V1 = "grpc.reflection.v1.ServerReflection"
@@ -181,7 +192,7 @@ class VimarkServer:
         self.store = Store(config.db_url, migrate=False)
         self.keys = ReloadableKeyRing(KeyDirectory(config.keys_dir, config.clock))
         self.index = ValidityIndex()
-        self.sync = IndexFollower(self.store, self.index, self.metrics)
+        self.sync = IndexFollower(self.store, self.index, self.metrics, config.checkpoints, config.clock)
         self.issuer = Issuer(self.store, self.keys.signer, config.clock, config.rule_config, vehicles=self.index)
         # Signatures of VerifyBatch are checked on worker threads (libsodium releases the GIL).
         self.signatures = SignatureEngine(observe=self.metrics.signature_batch_size.observe)
@@ -259,6 +270,12 @@ class VimarkServer:
         audit_service_pb2_grpc.add_AuditServiceServicer_to_server(
             AuditService(self.metrics, self.sync, auth, limiter, store=self.store, clock=config.clock), self.server
         )
+        terminal_data = TerminalData(
+            self.store, self.keys.current, self._online_signer, config.clock, refresh=config.terminal_refresh
+        )
+        terminal_service_pb2_grpc.add_TerminalServiceServicer_to_server(
+            TerminalService(self.metrics, self.sync, auth, limiter, data=terminal_data), self.server
+        )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         enable_reflection((*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name), self.server)
         self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
@@ -277,6 +294,15 @@ class VimarkServer:
             )
         self.metrics_port = 0
         self._http: MetricsServer | None = None
+
+    def _online_signer(self) -> OnlineSigner:
+        if self.config.terminal_keys_dir is None:
+            raise FailedPrecondition(
+                "this server has no online key for terminal data: start it with --terminal-keys DIR "
+                "(`vimark keys online-rotate`)",
+                reason="NO_ONLINE_KEY",
+            )
+        return OnlineKeyDirectory(self.config.terminal_keys_dir, self.config.clock).load()
 
     def _set_health(self, status: int) -> None:
         for name in ("", *SERVICE_NAMES):
@@ -341,6 +367,8 @@ class VimarkServer:
         if self._stop.is_set():
             return
         self.readiness.mark_ready()
+        if self.config.checkpoints is not None:
+            self._spawn(self._checkpoint_periodically, "vimark-checkpoint")
         serving = False
         while True:
             # Health says SERVING only while every worker sharing the port is ready, and not once
@@ -360,6 +388,15 @@ class VimarkServer:
             except Exception:
                 log.exception("index sync failed")
             self.metrics.index_sync_age.set(self.sync.sync_age())
+
+    def _checkpoint_periodically(self) -> None:
+        """On its own thread: writing a province's checkpoint takes seconds, the tail must not wait."""
+        assert self.config.checkpoints is not None
+        while not self._stop.wait(min(30.0, self.config.checkpoints.every)):
+            try:
+                self.sync.checkpoint_if_due()
+            except Exception:
+                log.exception("index checkpoint failed")
 
     def _wait_for_change(self) -> bool:
         """Until the change log grows (on PostgreSQL the store hears each commit at once) or
@@ -389,6 +426,8 @@ class VimarkServer:
         self.signatures.stop()
         for thread in self._threads:
             thread.join(timeout=5)
+        if self.sync.ready and self.config.checkpoints is not None:  # the next start maps it
+            self.sync.checkpoint_if_due(every=0.0)
         self.audit.close()  # what drained calls recorded is written before the store closes
         if self._http is not None:
             self._http.stop()

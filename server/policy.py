@@ -82,10 +82,13 @@ class RolePolicy:
 # the plate to police and operators only: otherwise it would turn guessed VINs into plates.
 _READ = frozenset({"Verify", "GetTrustList"})
 _LOOK = frozenset({"VerifyBatch", "LookupVehicleStatus"})
+# A police terminal's offline data (signed trust bundle with seal keys, status snapshot, deltas):
+# police and operators only; partners and the public get none of the status data.
+_TERMINAL = frozenset({"GetTrustBundle", "GetStatusSnapshot", "GetStatusDelta"})
 _ISSUERS_RATE = Rate(500, 2000)
 POLICY: Mapping[Role, RolePolicy] = {
     Role.POLICE: RolePolicy(
-        _READ | _LOOK,
+        _READ | _LOOK | _TERMINAL,
         View.FULL,
         audited=True,
         judges_other_dates=True,
@@ -129,8 +132,10 @@ POLICY: Mapping[Role, RolePolicy] = {
     ),
     Role.OPERATOR: RolePolicy(
         _READ
-        | {"Present", "DescribeMark", "UpsertVehicles", "SetVehicleStatus", "RevokeMark"}
-        | {"ListAuditEvents", "VerifyAuditChain", "PruneAuditEvents"},
+        | {"Present", "DescribeMark", "UpsertVehicles", "ImportVehicles", "SetVehicleStatus", "RevokeMark"}
+        | {"BackfillMarks"}
+        | {"ListAuditEvents", "VerifyAuditChain", "PruneAuditEvents"}
+        | _TERMINAL,
         View.FULL,
         audited=False,
         judges_other_dates=True,

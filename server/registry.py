@@ -56,6 +56,8 @@ def check_registry_dates(v: VehicleRecord, today: dt.date, config: rules.RuleCon
     would otherwise become a signed mark (a redownload carries the registry's validity)."""
     if v.registered_on > today:
         raise InvalidArgument(f"{field}.registered_on", f"{v.registered_on} is after today ({today})")
+    if v.registered_on.year < 1900:  # the index keeps days since 1900 (server/index.py)
+        raise InvalidArgument(f"{field}.registered_on", f"{v.registered_on} is before 1900")
     if v.valid_until is None:
         return
     if v.valid_until < month_of(v.registered_on):

@@ -9,6 +9,8 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import logging
+import queue
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
@@ -31,7 +33,7 @@ from vimark.client.domain import (
 from vimark.client.errors import CertificateError, InvalidArgument, NotFound, PermissionDenied, VimarkError
 from vimark.client.messages import EN, LANGUAGE_METADATA, language_of
 from vimark.client.trust import key_status_value
-from vimark.server import rules
+from vimark.server import backfill, rules
 from vimark.server.audit import AuditLog
 from vimark.server.auth import Authenticator, Caller
 from vimark.server.index import ValidityIndex
@@ -39,12 +41,13 @@ from vimark.server.issuer import IssueCommand, Issuer
 from vimark.server.limits import RateLimiter
 from vimark.server.metrics import Metrics
 from vimark.server.policy import View
-from vimark.server.records import MarkRecord
+from vimark.server.records import MarkRecord, VehicleRecord
 from vimark.server.registry import check_registry_dates, parse_status_letters, parse_vehicle
 from vimark.server.rpc import ChangeFollower, Servicer, policy_of, rpc
 from vimark.server.store import Store
 from vimark.server.verifier import VehicleStanding, Verification, Verifier
 from vimark.server.views import lookup_response, verify_response
+from vimark.server.wire_errors import abort
 from vimark.v1 import mark_service_pb2 as pb
 from vimark.v1 import mark_service_pb2_grpc as pb_grpc
 from vimark.v1 import registry_service_pb2 as rpb
@@ -53,6 +56,8 @@ from vimark.v1 import registry_service_pb2_grpc as rpb_grpc
 log = logging.getLogger("vimark.server")
 
 MAX_BATCH = 1000  # VerifyBatch items and UpsertVehicles vehicles per call
+MAX_IMPORT_BATCH = 10_000  # ImportVehicles vehicles per batch (about 800 KB: within MAX_MESSAGE_BYTES)
+IMPORT_PAUSE_SECONDS = 0.01  # between ImportVehicles batches: Issues waiting for the write lock go first
 MAX_REVOCATION_REASON = 200
 BATCH_TOKEN_CHARACTERS = 256
 
@@ -319,6 +324,35 @@ class MarkService(Servicer, pb_grpc.MarkServiceServicer):
         self.sync.catch_up()
         return pb.RevokeMarkResponse(serial=request.serial)
 
+    @rpc("BackfillMarks")
+    def BackfillMarks(
+        self, request: pb.BackfillMarksRequest, context: grpc.ServicerContext, caller: Caller
+    ) -> Iterator[pb.BackfillMarksProgress]:
+        plates, batch_size = backfill.parse_request(request)  # refused here, before the stream starts
+        self.require_ready()
+        run = backfill.Backfiller(self.store, self.keyring, self.issuer.clock).run(
+            issued_by=caller.name,
+            issuer_fingerprint=caller.fingerprint,
+            plates=plates,
+            batch_size=batch_size,
+            stopped=lambda: not context.is_active(),  # the client cancelled (Ctrl-C): stop after this batch
+        )
+
+        def stream() -> Iterator[pb.BackfillMarksProgress]:
+            # Errors inside the stream are past rpc()'s reach: they cross the wire here.
+            try:
+                for progress in run:
+                    if progress.done:  # a Verify right after the last message must see every mark
+                        self.sync.catch_up(at_least=progress.last_change_id or None)
+                    yield backfill.progress_message(progress)
+            except VimarkError as exc:
+                abort(context, exc)
+            except Exception:
+                log.exception("BackfillMarks failed")
+                context.abort(grpc.StatusCode.INTERNAL, "BackfillMarks failed inside vimark; see the server log")
+
+        return stream()
+
 
 def _audited(v: Verification) -> tuple[str, str, str, int]:
     """What the audit log keeps of a verification: plate type and number (authentic marks only), verdict, serial."""
@@ -363,15 +397,81 @@ class RegistryService(Servicer, rpb_grpc.RegistryServiceServicer):
     def UpsertVehicles(
         self, request: rpb.UpsertVehiclesRequest, context: grpc.ServicerContext, caller: Caller
     ) -> rpb.UpsertVehiclesResponse:
-        if not 1 <= len(request.vehicles) <= MAX_BATCH:
-            raise InvalidArgument("vehicles", f"{len(request.vehicles)} vehicles; send 1 to {MAX_BATCH}")
-        vehicles = [parse_vehicle(v, f"vehicles[{i}]") for i, v in enumerate(request.vehicles)]
-        today = china_date(self.clock())
-        for i, record in enumerate(vehicles):
-            check_registry_dates(record, today, self.rule_config, f"vehicles[{i}]")
-        created, updated = self.store.upsert_vehicles(vehicles)
+        created, updated = self.store.upsert_vehicles(self._registry_rows(request.vehicles, MAX_BATCH))
         self.sync.catch_up()
         return rpb.UpsertVehiclesResponse(created_count=created, updated_count=updated)
+
+    def _registry_rows(self, vehicles: Sequence[rpb.Vehicle], most: int) -> list[VehicleRecord]:
+        """A batch's vehicles, each checked (form, and dates possible today); an error names the
+        row as vehicles[i].<field>. Done before any write, so no lock is held while parsing."""
+        if not 1 <= len(vehicles) <= most:
+            raise InvalidArgument("vehicles", f"{len(vehicles)} vehicles; send 1 to {most}")
+        records = [parse_vehicle(v, f"vehicles[{i}]") for i, v in enumerate(vehicles)]
+        today = china_date(self.clock())
+        for i, record in enumerate(records):
+            check_registry_dates(record, today, self.rule_config, f"vehicles[{i}]")
+        return records
+
+    @rpc("ImportVehicles")
+    def ImportVehicles(
+        self, requests: Iterator[rpb.ImportVehiclesRequest], context: grpc.ServicerContext, caller: Caller
+    ) -> Iterator[rpb.ImportVehiclesResponse]:
+        # rpc() has identified the caller and checked the policy; the batches are read (and their
+        # errors turned into the call's status) as the stream is answered, in `_import`.
+        return self._import(requests, context)
+
+    def _import(
+        self, requests: Iterator[rpb.ImportVehiclesRequest], context: grpc.ServicerContext
+    ) -> Iterator[rpb.ImportVehiclesResponse]:
+        """Two batches at a time: a reader thread takes the next batch off the stream and parses it
+        while this one writes the current one (the database's work and its fsync mostly outside
+        the GIL), and acknowledges it as soon as it is durable and in the index. The first refused
+        batch ends the stream, after the batches before it are acknowledged; nothing after it is
+        written."""
+        parsed: queue.Queue[tuple[int, list[VehicleRecord]] | BaseException | None] = queue.Queue(maxsize=1)
+        stop = threading.Event()
+
+        def hand_over(item: tuple[int, list[VehicleRecord]] | BaseException | None) -> bool:
+            while not stop.is_set():
+                with contextlib.suppress(queue.Full):
+                    parsed.put(item, timeout=0.5)
+                    return True
+            return False
+
+        def read() -> None:
+            try:
+                for request in requests:
+                    if not hand_over((request.sequence, self._registry_rows(request.vehicles, MAX_IMPORT_BATCH))):
+                        return
+            except BaseException as exc:  # handed to the writer, which ends the call with it
+                hand_over(exc)
+            else:
+                hand_over(None)
+
+        threading.Thread(target=read, name="vimark-import-reader", daemon=True).start()
+        try:
+            while (item := parsed.get()) is not None:
+                if isinstance(item, BaseException):
+                    raise item
+                yield self._write_batch(*item)
+        except VimarkError as exc:
+            abort(context, exc)
+        except grpc.RpcError:
+            return  # the client went away: the batches acknowledged so far stay, the rest were not read
+        except Exception:
+            log.exception("ImportVehicles failed")
+            failed = "ImportVehicles failed inside vimark; the server log has the details"
+            context.abort(grpc.StatusCode.INTERNAL, failed)
+        finally:
+            stop.set()  # the reader stops at its next hand-over
+
+    def _write_batch(self, sequence: int, records: Sequence[VehicleRecord]) -> rpb.ImportVehiclesResponse:
+        result = self.store.import_vehicles(records)
+        self.sync.catch_up(at_least=result.last_change_id or None)  # in the index, as UpsertVehicles answers
+        # flock is not first come, first served: without a pause the next batch, parsed meanwhile,
+        # often takes the write lock again before an Issue waiting for it wakes up.
+        time.sleep(IMPORT_PAUSE_SECONDS)
+        return rpb.ImportVehiclesResponse(sequence=sequence, created_count=result.created, updated_count=result.updated)
 
     @rpc("SetVehicleStatus")
     def SetVehicleStatus(

@@ -21,8 +21,9 @@ from vimark.client.domain import (
     status_letters,
 )
 from vimark.client.errors import CertificateError
+from vimark.client.judging import judge, refusal
 from vimark.client.messages import EN, say
-from vimark.client.trust import Claim, RevokedKey, TrustList
+from vimark.client.trust import Claim, TrustList
 from vimark.server import rules
 from vimark.server.batcher import InlineSignatures, SignatureChecker, Ticket
 from vimark.server.records import VehicleRecord
@@ -34,7 +35,7 @@ Verdict = pb.Verdict
 class IndexView(Protocol):
     """The read-only view of the validity index that verification needs."""
 
-    def by_plate(self, plate_type: str, plate_number: str) -> VehicleRecord | None: ...
+    def for_mark(self, plate_type: str, plate_number: str, vin: str) -> VehicleRecord | None: ...
     def is_revoked(self, serial: int) -> bool: ...
 
 
@@ -42,12 +43,6 @@ class TrustSource(Protocol):
     def current(self) -> TrustList: ...
 
 
-_VERDICT_OF_ERROR = {
-    cert.MalformedCertificate: Verdict.VERDICT_MALFORMED,
-    cert.UnknownKey: Verdict.VERDICT_UNKNOWN_KEY,
-    cert.ForgedCertificate: Verdict.VERDICT_FORGED,
-    RevokedKey: Verdict.VERDICT_REVOKED,
-}
 # VerifyBatch hands signatures to the engine in chunks of this many, so the workers check the
 # first chunks while this thread still decodes the rest (measured: load/verify_engine.py).
 _SUBMIT_CHUNK = 32
@@ -91,6 +86,25 @@ class VehicleStanding:
     def scrapping_due(self) -> bool:
         return rules.scrapping_due(self.overdue_cycles)
 
+    def holds_as_current(self, body: cert.CertificateBody) -> bool:
+        return body.serial == self.vehicle.current_serial and body.vin == self.vehicle.vin
+
+
+@dataclass(frozen=True)
+class _IndexJudgingView:
+    """The validity index as the verdict rules read it (client/judging.py), on one judged date."""
+
+    index: IndexView
+    on: dt.date
+    config: rules.RuleConfig
+
+    def vehicle_for(self, body: cert.CertificateBody) -> VehicleStanding | None:
+        vehicle = self.index.for_mark(body.plate_type, body.plate_number, body.vin)
+        return None if vehicle is None else VehicleStanding.of(vehicle, self.on, self.config)
+
+    def is_revoked(self, serial: int) -> bool:
+        return self.index.is_revoked(serial)
+
 
 @dataclass(frozen=True)
 class Verification:
@@ -110,9 +124,7 @@ class Verification:
 
 
 def _refused(exc: CertificateError) -> Verification:
-    verdict = _VERDICT_OF_ERROR.get(type(exc), Verdict.VERDICT_MALFORMED)
-    why = "verdict.REVOKED_KEY" if verdict == Verdict.VERDICT_REVOKED else f"verdict.{Verdict.Name(verdict)[8:]}"
-    return Verification(verdict, why, {"detail": exc.message})
+    return Verification(*refusal(exc))
 
 
 class Verifier:
@@ -191,35 +203,6 @@ class Verifier:
         return claim.conclude(self.signatures.check(*claim.signed))
 
     def _judge(self, certificate: cert.Certificate, now: dt.datetime, on: dt.date) -> Verification:
-        """Steps 10-14 for an authentic certificate."""
-        body = certificate.body
-
-        def verdict(v: int, standing: VehicleStanding | None = None, **facts: object) -> Verification:
-            return Verification(v, f"verdict.{Verdict.Name(v)[8:]}", facts, body, certificate.key_id, standing)
-
-        # 10. The vehicle's current record.
-        vehicle = self.index.by_plate(body.plate_type, body.plate_number)
-        if vehicle is None:
-            return verdict(Verdict.VERDICT_UNKNOWN_VEHICLE)
-        standing = VehicleStanding.of(vehicle, on, self.config)
-        # 11. A status that forbids the road overrides whatever the mark says (even an old screenshot).
-        if standing.blocked:
-            return verdict(Verdict.VERDICT_VEHICLE_BLOCKED, standing)
-        # 12. A live QR lives minutes, judged by the real clock (a screenshot must not pass later).
-        if (
-            body.presentation == cert.Presentation.PRESENTATION_ONLINE
-            and now.timestamp() > body.presentation_expires_at
-        ):
-            return verdict(Verdict.VERDICT_PRESENTATION_EXPIRED, standing)
-        # 13. Revoked, then superseded: only the vehicle's current mark counts.
-        if self.index.is_revoked(body.serial):
-            return verdict(Verdict.VERDICT_REVOKED, standing, serial=body.serial)
-        if body.serial != vehicle.current_serial or body.vin != vehicle.vin:
-            return verdict(Verdict.VERDICT_SUPERSEDED, standing)
-        # 14. Inspection validity on the judged date. Before the validity this mark attests was
-        # granted, it shows nothing (the vehicle may have been overdue and inspected since).
-        if on < body.valid_from:
-            return verdict(Verdict.VERDICT_NOT_YET_VALID, standing, valid_from=body.valid_from, on=on)
-        if not rules.within_validity(body.valid_until, on):
-            return verdict(Verdict.VERDICT_INSPECTION_EXPIRED, standing, month=body.valid_until_text)
-        return verdict(Verdict.VERDICT_VALID, standing, month=body.valid_until_text)
+        """Steps 10-14 for an authentic certificate: the rules shared with terminals (client/judging.py)."""
+        j = judge(certificate.body, _IndexJudgingView(self.index, on, self.config), now, on)
+        return Verification(j.verdict, j.why, j.facts, certificate.body, certificate.key_id, j.vehicle)

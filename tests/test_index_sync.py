@@ -75,7 +75,7 @@ def test_memory_per_vehicle_is_small() -> None:
     index.load(0, [record(i, f"闽C{i:05d}", f"LSVAB2BJ5KN{i:06d}") for i in range(1, 20_001)], [])
     per_vehicle = index.nbytes() / len(index)
     assert per_vehicle < 110, per_vehicle  # packed rows + sorted lookups, no per-vehicle objects
-    assert np.count_nonzero(index._rows["present"]) == 20_000
+    assert np.count_nonzero(index._rows["flags"] & 1) == 20_000
 
 
 def _populate(client: VimarkClient, n: int) -> list[pb.IssueResponse]:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from vimark.server.policy import POLICY, Role, View
-from vimark.v1 import audit_service_pb2, mark_service_pb2, registry_service_pb2
+from vimark.v1 import audit_service_pb2, mark_service_pb2, registry_service_pb2, terminal_service_pb2
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -54,6 +54,7 @@ def test_every_rpc_has_a_role_and_every_listed_rpc_exists() -> None:
         *mark_service_pb2.DESCRIPTOR.services_by_name.values(),
         *registry_service_pb2.DESCRIPTOR.services_by_name.values(),
         *audit_service_pb2.DESCRIPTOR.services_by_name.values(),
+        *terminal_service_pb2.DESCRIPTOR.services_by_name.values(),
     ]
     methods = {m.name for service in services for m in service.methods}
     listed = set().union(*(row.rpcs for row in POLICY.values()))

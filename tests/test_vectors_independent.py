@@ -99,7 +99,7 @@ SIZE_KEYS = {"body_bytes", "envelope_bytes", "qr_text_chars", "qr_version_m"}
 # valid_until_month; plate_type is recorded as its two-digit code ("02"), the others as numbers.
 JSON_FIELD = {name: name for name, _ in FIELDS.values()} | {"valid_until_month": "valid_until"}
 REASON_NAMES = {1: "REGISTRATION", 2: "TRANSFER", 3: "CHANGE", 4: "INSPECTION_PASSED", 5: "EXEMPTION"}
-REASON_NAMES |= {6: "REDOWNLOAD", 7: "PAPER_LOST"}
+REASON_NAMES |= {6: "REDOWNLOAD", 7: "PAPER_LOST", 8: "BACKFILL"}
 PRESENTATION_NAMES = {1: "ONLINE", 2: "OFFLINE", 3: "PRINT"}
 
 

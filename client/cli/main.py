@@ -13,11 +13,17 @@ import re
 import sys
 from collections.abc import Callable, Sequence
 
-from vimark.client.cli import audit, health, marks, vehicles
+from vimark.client.cli import audit, health, marks, terminal, vehicles
 from vimark.client.errors import InvalidArgument, VimarkError
 
 Register = Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], None]
-CLIENT_COMMANDS: tuple[Register, ...] = (marks.register, vehicles.register, audit.register, health.register)
+CLIENT_COMMANDS: tuple[Register, ...] = (
+    marks.register,
+    vehicles.register,
+    audit.register,
+    health.register,
+    terminal.register,
+)
 
 
 def build_parser(groups: Sequence[Register] = CLIENT_COMMANDS) -> argparse.ArgumentParser:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from vimark.client.cli import backfill
 from vimark.client.cli.common import add_client_flags, connect, dump, emit
 from vimark.client.domain import CHINA_TIME, STATUS_CODES, parse_plate_number, parse_plate_type
 from vimark.client.errors import InvalidArgument
@@ -31,6 +32,11 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     p.add_argument("qr_text", nargs="?", help="the QR text as scanned")
     p.add_argument("--image", type=Path, help="a photo, PNG or PDF of the QR instead of its text")
     p.add_argument("--at", default="", metavar="YYYY-MM-DD", help="judge validity on this date (default today)")
+    offline = p.add_mutually_exclusive_group()  # a police terminal's offline data (vimark terminal sync)
+    offline.add_argument("--offline", type=Path, metavar="DIR", help="verify from DIR only, without the server")
+    offline.add_argument(
+        "--fallback-offline", type=Path, metavar="DIR", help="verify from DIR if the server does not answer in time"
+    )
     add_client_flags(p)
     p.set_defaults(func=verify)
 
@@ -47,6 +53,8 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     p.add_argument("--plate-type", required=True)
     add_client_flags(p)
     p.set_defaults(func=present)
+
+    backfill.register(commands)  # vimark marks backfill
 
     p = commands.add_parser("render", help="draw a QR text as PNG or SVG, or a printable PDF")
     p.add_argument("qr_text")
@@ -88,6 +96,12 @@ def verify(args: argparse.Namespace) -> int:
         from vimark.client.qrimage import decode_image
 
         text = decode_image(args.image)
+    if args.offline or args.fallback_offline:
+        from vimark.client.cli import terminal
+
+        if args.at:
+            raise InvalidArgument("at", "offline data judges today only")
+        return terminal.verify_offline(args, text) if args.offline else terminal.verify_online_or_offline(args, text)
     with connect(args) as client:
         r = client.verify(text, at_date=args.at)
     emit(args, r, describe_verification(r, language_of(args.lang)))

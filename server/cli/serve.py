@@ -10,12 +10,17 @@ import sys
 import threading
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
 
 from vimark.client.cli.common import dump
 from vimark.client.errors import VimarkError
+from vimark.server.cli import terminal_keys
 from vimark.server.cli.preflight import check_key_directory, check_listen, check_readable, check_tls_pair
 from vimark.server.policy import ROLE_NAMES
 from vimark.server.store import check_database_url
+
+if TYPE_CHECKING:
+    from vimark.server.sync import CheckpointConfig
 
 DEFAULT_DB = "sqlite:///vimark.db"
 DEFAULT_KEYS = Path("vimark-keys")
@@ -92,6 +97,34 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         metavar="SECONDS",
         help="on SIGTERM, report NOT_SERVING this long before draining (default 1)",
     )
+    p.add_argument(
+        "--terminal-keys",
+        type=Path,
+        metavar="DIR",
+        help="the online key that signs police terminals' offline data (`vimark keys online-rotate`)",
+    )
+    ck = p.add_argument_group("index checkpoints: a start maps the last one and reads only the change log after it")
+    ck.add_argument(
+        "--checkpoint-dir",
+        type=Path,
+        metavar="DIR",
+        help="where the index's checkpoint is kept (default: beside a SQLite file, FILE.index/; none for PostgreSQL)",
+    )
+    ck.add_argument("--no-checkpoint", action="store_true", help="read the whole store at every start")
+    ck.add_argument(
+        "--checkpoint-max-age",
+        default=168.0,
+        type=float,
+        metavar="HOURS",
+        help="an older checkpoint is ignored and the store read instead (default 168: a week)",
+    )
+    ck.add_argument(
+        "--checkpoint-every",
+        default=600.0,
+        type=float,
+        metavar="SECONDS",
+        help="write a checkpoint this often while changes come, and at shutdown (default 600)",
+    )
     p.set_defaults(func=serve)
 
     keys = commands.add_parser("keys", help="manage the issuing key directory")
@@ -110,6 +143,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     p.add_argument("key_id", type=int)
     p.add_argument("dir", nargs="?", default=DEFAULT_KEYS, type=Path)
     p.set_defaults(func=manage_keys)
+    terminal_keys.register(sub)
 
 
 def manage_keys(args: argparse.Namespace) -> int:
@@ -136,6 +170,24 @@ def manage_keys(args: argparse.Namespace) -> int:
         for key in sorted(directory.trusted().values(), key=lambda k: k.key_id):
             print(dump(key.as_json()))
     return 0
+
+
+def checkpoint_config(args: argparse.Namespace) -> CheckpointConfig | None:
+    """The checkpoint directory: given, or beside a SQLite file; none for PostgreSQL unless given
+    (each replica keeps its own, on its own disk)."""
+    from vimark.server.sync import CheckpointConfig
+
+    if args.no_checkpoint:
+        return None
+    directory = args.checkpoint_dir
+    if directory is None and args.db.startswith("sqlite:///") and args.db != "sqlite:///:memory:":
+        directory = Path(args.db.removeprefix("sqlite:///") + ".index")
+    if directory is None:
+        logging.info("no --checkpoint-dir: the index is read from the store at every start")
+        return None
+    if args.checkpoint_max_age <= 0 or args.checkpoint_every <= 0:
+        raise VimarkError("--checkpoint-max-age and --checkpoint-every must be positive", reason="USAGE")
+    return CheckpointConfig(directory, dt.timedelta(hours=args.checkpoint_max_age), args.checkpoint_every)
 
 
 def serve(args: argparse.Namespace) -> int:
@@ -188,7 +240,9 @@ def serve(args: argparse.Namespace) -> int:
                 f"cannot create the key directory {args.keys}: {exc.strerror or exc}", reason="KEY_STORE"
             ) from None
         logging.info("created key directory %s (private keys mode 0600)", args.keys)
+    checkpoints = checkpoint_config(args)
     config = ServerConfig(
+        checkpoints=checkpoints,
         db_url=args.db,
         keys_dir=args.keys,
         listen=args.listen,
@@ -200,6 +254,7 @@ def serve(args: argparse.Namespace) -> int:
         presentation_lifetime=dt.timedelta(seconds=args.presentation_lifetime),
         demo_vehicles=args.demo,
         shutdown_delay=args.shutdown_delay,
+        terminal_keys_dir=args.terminal_keys,
     )
     if config.tls is None:
         logging.warning(

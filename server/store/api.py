@@ -13,6 +13,7 @@ from contextlib import AbstractContextManager
 
 from sqlalchemy import Engine
 
+from vimark.client.domain import Month
 from vimark.client.errors import InvalidArgument
 from vimark.server.records import (
     AuditEvent,
@@ -20,13 +21,17 @@ from vimark.server.records import (
     CopyPlan,
     MarkPlan,
     MarkRecord,
+    VehicleColumns,
     VehicleRecord,
     VehicleSnapshot,
 )
 from vimark.server.store import schema
+from vimark.server.store.backfill import Backfill
+from vimark.server.store.bulk import Bulk, ImportResult
 from vimark.server.store.engine import Database
 from vimark.server.store.issuance import Issuance, IssueJob
 from vimark.server.store.reads import Reads
+from vimark.server.store.terminal import SignedPlate, StatusFacts, TerminalReads
 from vimark.server.store.writes import Writes
 
 
@@ -42,8 +47,11 @@ class Store:
         self.is_sqlite = self._db.is_sqlite
         self.engine: Engine = self._db.engine
         self._reads = Reads(self._db)
+        self._terminal = TerminalReads(self._db)
         self._writes = Writes(self._db)
         self._issuance = Issuance(self._db)
+        self._backfill = Backfill(self._db)
+        self._bulk = Bulk(self._db, self._writes)
         if migrate:
             self.migrate()
 
@@ -63,6 +71,12 @@ class Store:
         vimark has issued, its own marks are the truth. A plate that now names another VIN (a
         plate reissued to a new vehicle) starts afresh: no mark, the registry's validity."""
         return self._writes.upsert_vehicles(vehicles)
+
+    def import_vehicles(self, vehicles: Sequence[VehicleRecord]) -> ImportResult:
+        """`upsert_vehicles` for the bulk feed: the same outcome, in one short transaction of bulk
+        statements (store/bulk.py), durable on return; all or nothing. Returns created, updated and
+        the change id of the batch's last change (0 when the batch went row by row: catch up fully)."""
+        return self._bulk.import_vehicles(vehicles)
 
     def set_status(self, plate_type: str, plate_number: str, status_bits: int) -> VehicleRecord:
         """Replace a vehicle's status bits; returns the vehicle as it now reads."""
@@ -99,6 +113,12 @@ class Store:
             raise InvalidArgument("digest", f"at most {schema.REQUEST_DIGEST_WIDTH} characters")
         return self._issuance.issue(IssueJob(request_id, plate_type, plate_number, decide, sign, digest))
 
+    @property
+    def backfill(self) -> Backfill:
+        """Bulk first issuance (store/backfill.py): the registry read in id order or by plates,
+        serials for marks about to be signed, and each batch of marks written in one transaction."""
+        return self._backfill
+
     def mark_by_request_id(self, request_id: str) -> MarkRecord | None:
         """The mark the request was answered with (a new mark, or a copy of the current one)."""
         return self._reads.mark_by_request_id(request_id)
@@ -123,8 +143,33 @@ class Store:
         """The change-log rows after `last_id`, in id order, at most `limit`."""
         return self._reads.changes_since(last_id, limit)
 
+    def change_columns_since(self, last_id: int, limit: int = 50_000) -> tuple[int, int, VehicleColumns, list[int]]:
+        """The change log after `last_id` in bulk: (rows read, the last one's id, each vehicle
+        changed once as it now reads, as columns; the serials revoked)."""
+        return self._reads.change_columns_since(last_id, limit)
+
+    def change_fingerprint(self, change_id: int) -> str:
+        """What change `change_id` recorded ("" when the log has no such row): a checkpoint
+        compares it, so a log rewritten since (a restore that lost changes) is noticed."""
+        return self._reads.change_fingerprint(change_id)
+
+    def change_log_span(self) -> tuple[int, int]:
+        """(first, last) change id in the log; (0, 0) when it is empty."""
+        return self._reads.change_log_span()
+
+    def identity(self) -> str:
+        """This database's random id (made once, by migration 0004)."""
+        return self._reads.identity()
+
     def count_vehicles(self) -> int:
         return self._reads.count_vehicles()
+
+    def status_facts(self, from_month: Month, hot_mask: int, signed_plate: SignedPlate) -> StatusFacts:
+        """What police terminals' status snapshot is made of, in one consistent transaction:
+        the class of every mark from the lowest serial within validity at `from_month` (or
+        current) up, the vehicles whose status has a bit of `hot_mask`, and every revoked serial
+        (store/terminal.py; `signed_plate` reads marks stored without their signed plate)."""
+        return self._terminal.status_facts(from_month, hot_mask, signed_plate)
 
     # -- audit log ---------------------------------------------------------------------------
     def append_audit(self, events: Sequence[AuditEvent]) -> None:

@@ -131,7 +131,7 @@ class Issuance:
                 try:
                     c.executemany(driver.sql(schema.INSERT_REQUEST), plan.requests)
                     if plan.marks:
-                        c.executemany(driver.sql(schema.INSERT_MARK), plan.marks)
+                        c.executemany(driver.sql(schema.INSERT_SIGNED_MARK), plan.marks)
                     if plan.resigned:
                         c.executemany(driver.sql(schema.RESIGN_MARK), plan.resigned)
                     c.execute("RELEASE SAVEPOINT issue_writes")
@@ -289,9 +289,9 @@ def _check_widths(plan: MarkPlan) -> None:
 
 
 def _mark_row(driver: Driver, mark: MarkRecord, plan: MarkPlan) -> tuple[Any, ...]:
-    """A new mark's row, whole (`schema.INSERT_MARK`)."""
+    """A new mark's row, whole (`schema.INSERT_SIGNED_MARK`)."""
     return mapping.row(
-        schema.MARK_COLUMNS,
+        schema.SIGNED_MARK_COLUMNS,
         {
             "serial": mark.serial,
             "request_id": mark.request_id,
@@ -308,5 +308,9 @@ def _mark_row(driver: Driver, mark: MarkRecord, plan: MarkPlan) -> tuple[Any, ..
             "revoked_reason": "",
             "issued_by": mark.issued_by,
             "issuer_fingerprint": mark.issuer_fingerprint,
+            # What the QR text signs (the vehicle's plate and VIN when it was issued).
+            "signed_plate_type": mark.plate_type,
+            "signed_plate_number": mark.plate_number,
+            "signed_vin": mark.vin,
         },
     )

@@ -26,6 +26,7 @@ from vimark.server.store.schema import (
     ChangeRow,
     IssueRequestRow,
     MarkRow,
+    StoreIdentityRow,
     VehicleRow,
 )
 
@@ -87,6 +88,43 @@ class Reads:
             rows = c.fetchall()
         at = mapping.VEHICLE_WIDTH  # then the change's id and revoked serial
         return [Change(r[at], mapping.vehicle(r, driver.day_in), r[at + 1]) for r in rows]
+
+    def identity(self) -> str:
+        with self._db.read() as conn:
+            return str(conn.execute(select(StoreIdentityRow.store_id).where(StoreIdentityRow.id == 1)).scalar_one())
+
+    def change_log_span(self) -> tuple[int, int]:
+        with self._db.read() as conn:
+            first, last = conn.execute(
+                select(func.coalesce(func.min(ChangeRow.id), 0), func.coalesce(func.max(ChangeRow.id), 0))
+            ).one()
+        return int(first), int(last)
+
+    def change_fingerprint(self, change_id: int) -> str:
+        with self._db.read() as conn:
+            row = conn.execute(
+                select(ChangeRow.vehicle_id, ChangeRow.revoked_serial, ChangeRow.created_at).where(
+                    ChangeRow.id == change_id
+                )
+            ).first()
+        return "" if row is None else ":".join(map(str, row))
+
+    def change_columns_since(self, last_id: int, limit: int) -> tuple[int, int, VehicleColumns, list[int]]:
+        """`changes_since` for a long run, as columns: (rows read, last change id, every vehicle
+        changed once as it now reads, the serials revoked), with no record per change."""
+        driver = self._db.driver
+        with self._db.driver_cursor() as c:
+            c.execute(
+                driver.sql(schema.CHANGE_COLUMNS_SINCE["sqlite" if self._db.is_sqlite else "postgresql"]),
+                (last_id, limit),
+            )
+            rows = c.fetchall()
+        if not rows:
+            return 0, last_id, VehicleColumns(*([] for _ in range(mapping.VEHICLE_WIDTH))), []
+        at = mapping.VEHICLE_WIDTH
+        latest = {r[0]: r[:at] for r in rows}  # each vehicle once: every row reads it as it now is
+        revoked = [r[at + 1] for r in rows if r[at + 1] is not None]
+        return len(rows), rows[-1][at], VehicleColumns(*zip(*latest.values(), strict=True)), revoked
 
     def count_vehicles(self) -> int:
         with self._db.read() as conn:

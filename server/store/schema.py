@@ -74,6 +74,12 @@ class MarkRow(Base):
     revoked_reason: Mapped[str] = mapped_column(String(200), default="")
     issued_by: Mapped[str] = mapped_column(String(80), default="", server_default="")  # "role/caller_id"
     issuer_fingerprint: Mapped[str] = mapped_column(String(64), default="", server_default="")  # hex SHA-256
+    # The plate and VIN the mark's QR text signs, kept at issue so police terminals' status
+    # snapshot is built by joins, not by decoding every mark (server/terminal_status.py). ''
+    # for rows written before migration 0005 or by a writer that does not set them: read from qr_text.
+    signed_plate_type: Mapped[str] = mapped_column(String(2), default="", server_default="")
+    signed_plate_number: Mapped[str] = mapped_column(String(16), default="", server_default="")
+    signed_vin: Mapped[str] = mapped_column(String(17), default="", server_default="")
 
 
 class IssueRequestRow(Base):
@@ -120,6 +126,16 @@ class AuditRow(Base):
     serial: Mapped[int] = mapped_column(BigInteger)  # 0 = no mark identified
     fingerprint: Mapped[str] = mapped_column(String(64), default="", server_default="")  # caller's certificate
     chain: Mapped[str] = mapped_column(String(64), default="", server_default="")  # audit_chain.link
+
+
+class StoreIdentityRow(Base):
+    """This database's random id (one row, id 1, made by migration 0004): what an index
+    checkpoint names, so one written for another database is refused."""
+
+    __tablename__ = "store_identity"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)  # always 1
+    store_id: Mapped[str] = mapped_column(String(36))
 
 
 class AuditAnchorRow(Base):
@@ -227,8 +243,13 @@ INSERT_REQUEST = _insert(REQUESTS, REQUEST_COLUMNS)
 RESIGN_MARK = "UPDATE marks SET qr_text = ?, key_id = ? WHERE serial = ?"  # a copy signed with the active key
 LAST_SERIAL = "SELECT coalesce(max(serial), 0) FROM marks"  # SQLite, the only writer
 NEXT_SERIALS = "SELECT nextval(pg_get_serial_sequence('marks', 'serial')) FROM generate_series(1, ?)"  # PostgreSQL
-MARK_COLUMNS = tuple(c.name for c in MARKS.c)  # a new mark's row, whole (mapping.row orders it)
+SIGNED_PLATE_COLUMNS = ("signed_plate_type", "signed_plate_number", "signed_vin")
+# A mark's columns before migration 0005 added its signed plate (backfill.py checks its row order
+# against these, then appends the signed plate as SIGNED_MARK_COLUMNS does).
+MARK_COLUMNS = tuple(c.name for c in MARKS.c if c.name not in SIGNED_PLATE_COLUMNS)
 INSERT_MARK = _insert(MARKS, MARK_COLUMNS)
+SIGNED_MARK_COLUMNS = MARK_COLUMNS + SIGNED_PLATE_COLUMNS  # a new mark's row, whole (mapping.row orders it)
+INSERT_SIGNED_MARK = _insert(MARKS, SIGNED_MARK_COLUMNS)
 SET_CURRENT_MARK = "UPDATE vehicles SET valid_until = ?, current_serial = ? WHERE id = ?"
 
 # The change log (writes.log_changes). SQLite: ids given (the only writer); PostgreSQL: assigned
@@ -246,7 +267,7 @@ CHANGES_SINCE = (
 
 # The index's start (reads.snapshot_chunks): every vehicle's columns in VEHICLE_READ's order, but
 # the registration date as its ordinal (date.toordinal(): day 1 is 0001-01-01), computed by the
-# database, so no date object is made per vehicle; in no order (each row has its own slot).
+# database, so no date object is made per vehicle.
 _ORDINAL = {
     "sqlite": "CAST(julianday(vehicles.registered_on) - 1721424.5 AS INTEGER)",
     "postgresql": "(vehicles.registered_on - DATE '0001-01-01') + 1",
@@ -254,7 +275,17 @@ _ORDINAL = {
 SNAPSHOT_VEHICLES = {
     dialect: "SELECT "
     + ", ".join(day if c.name == "registered_on" else f"vehicles.{c.name}" for c in VEHICLE_READ)
-    + " FROM vehicles"
+    + " FROM vehicles ORDER BY vehicles.id"  # in id order: the text spool is written in order
+    for dialect, day in _ORDINAL.items()
+}
+
+# The index's bulk tail (reads.change_columns_since): CHANGES_SINCE with the vehicle's columns as
+# SNAPSHOT_VEHICLES reads them.
+CHANGE_COLUMNS_SINCE = {
+    dialect: "SELECT "
+    + ", ".join(day if c.name == "registered_on" else f"vehicles.{c.name}" for c in VEHICLE_READ)
+    + ", change_log.id, change_log.revoked_serial FROM change_log"
+    " JOIN vehicles ON vehicles.id = change_log.vehicle_id WHERE change_log.id > ? ORDER BY change_log.id LIMIT ?"
     for dialect, day in _ORDINAL.items()
 }
 

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bvimark/v1/certificate.proto\x12\tvimark.v1\"\x96\x02\n\x0f\x43\x65rtificateBody\x12\x0e\n\x06serial\x18\x01 \x01(\x04\x12\x14\n\x0cplate_number\x18\x02 \x01(\t\x12\x12\n\nplate_type\x18\x03 \x01(\r\x12\x0b\n\x03vin\x18\x04 \x01(\t\x12\x19\n\x11valid_until_month\x18\x05 \x01(\r\x12\x11\n\tissued_at\x18\x06 \x01(\x03\x12&\n\x06reason\x18\x07 \x01(\x0e\x32\x16.vimark.v1.IssueReason\x12-\n\x0cpresentation\x18\x08 \x01(\x0e\x32\x17.vimark.v1.Presentation\x12\x1f\n\x17presentation_expires_at\x18\t \x01(\x03\x12\x16\n\x0evalid_from_day\x18\n \x01(\r*\xf8\x01\n\x0bIssueReason\x12\x1c\n\x18ISSUE_REASON_UNSPECIFIED\x10\x00\x12\x1d\n\x19ISSUE_REASON_REGISTRATION\x10\x01\x12\x19\n\x15ISSUE_REASON_TRANSFER\x10\x02\x12\x17\n\x13ISSUE_REASON_CHANGE\x10\x03\x12\"\n\x1eISSUE_REASON_INSPECTION_PASSED\x10\x04\x12\x1a\n\x16ISSUE_REASON_EXEMPTION\x10\x05\x12\x1b\n\x17ISSUE_REASON_REDOWNLOAD\x10\x06\x12\x1b\n\x17ISSUE_REASON_PAPER_LOST\x10\x07*w\n\x0cPresentation\x12\x1c\n\x18PRESENTATION_UNSPECIFIED\x10\x00\x12\x17\n\x13PRESENTATION_ONLINE\x10\x01\x12\x18\n\x14PRESENTATION_OFFLINE\x10\x02\x12\x16\n\x12PRESENTATION_PRINT\x10\x03\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bvimark/v1/certificate.proto\x12\tvimark.v1\"\x96\x02\n\x0f\x43\x65rtificateBody\x12\x0e\n\x06serial\x18\x01 \x01(\x04\x12\x14\n\x0cplate_number\x18\x02 \x01(\t\x12\x12\n\nplate_type\x18\x03 \x01(\r\x12\x0b\n\x03vin\x18\x04 \x01(\t\x12\x19\n\x11valid_until_month\x18\x05 \x01(\r\x12\x11\n\tissued_at\x18\x06 \x01(\x03\x12&\n\x06reason\x18\x07 \x01(\x0e\x32\x16.vimark.v1.IssueReason\x12-\n\x0cpresentation\x18\x08 \x01(\x0e\x32\x17.vimark.v1.Presentation\x12\x1f\n\x17presentation_expires_at\x18\t \x01(\x03\x12\x16\n\x0evalid_from_day\x18\n \x01(\r*\x93\x02\n\x0bIssueReason\x12\x1c\n\x18ISSUE_REASON_UNSPECIFIED\x10\x00\x12\x1d\n\x19ISSUE_REASON_REGISTRATION\x10\x01\x12\x19\n\x15ISSUE_REASON_TRANSFER\x10\x02\x12\x17\n\x13ISSUE_REASON_CHANGE\x10\x03\x12\"\n\x1eISSUE_REASON_INSPECTION_PASSED\x10\x04\x12\x1a\n\x16ISSUE_REASON_EXEMPTION\x10\x05\x12\x1b\n\x17ISSUE_REASON_REDOWNLOAD\x10\x06\x12\x1b\n\x17ISSUE_REASON_PAPER_LOST\x10\x07\x12\x19\n\x15ISSUE_REASON_BACKFILL\x10\x08*w\n\x0cPresentation\x12\x1c\n\x18PRESENTATION_UNSPECIFIED\x10\x00\x12\x17\n\x13PRESENTATION_ONLINE\x10\x01\x12\x18\n\x14PRESENTATION_OFFLINE\x10\x02\x12\x16\n\x12PRESENTATION_PRINT\x10\x03\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -32,9 +32,9 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'vimark.v1.certificate_pb2',
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_ISSUEREASON']._serialized_start=324
-  _globals['_ISSUEREASON']._serialized_end=572
-  _globals['_PRESENTATION']._serialized_start=574
-  _globals['_PRESENTATION']._serialized_end=693
+  _globals['_ISSUEREASON']._serialized_end=599
+  _globals['_PRESENTATION']._serialized_start=601
+  _globals['_PRESENTATION']._serialized_end=720
   _globals['_CERTIFICATEBODY']._serialized_start=43
   _globals['_CERTIFICATEBODY']._serialized_end=321
 # @@protoc_insertion_point(module_scope)

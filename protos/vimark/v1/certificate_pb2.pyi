@@ -15,6 +15,7 @@ class IssueReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ISSUE_REASON_EXEMPTION: _ClassVar[IssueReason]
     ISSUE_REASON_REDOWNLOAD: _ClassVar[IssueReason]
     ISSUE_REASON_PAPER_LOST: _ClassVar[IssueReason]
+    ISSUE_REASON_BACKFILL: _ClassVar[IssueReason]
 
 class Presentation(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -30,6 +31,7 @@ ISSUE_REASON_INSPECTION_PASSED: IssueReason
 ISSUE_REASON_EXEMPTION: IssueReason
 ISSUE_REASON_REDOWNLOAD: IssueReason
 ISSUE_REASON_PAPER_LOST: IssueReason
+ISSUE_REASON_BACKFILL: IssueReason
 PRESENTATION_UNSPECIFIED: Presentation
 PRESENTATION_ONLINE: Presentation
 PRESENTATION_OFFLINE: Presentation

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16vimark/v1/errors.proto\x12\tvimark.v1*\xf7\x04\n\x0b\x45rrorReason\x12\x1c\n\x18\x45RROR_REASON_UNSPECIFIED\x10\x00\x12\x11\n\rINVALID_FIELD\x10\x01\x12\x15\n\x11PERMISSION_DENIED\x10\x02\x12\x13\n\x0fUNAUTHENTICATED\x10\x03\x12\x10\n\x0cRATE_LIMITED\x10\x04\x12\x0f\n\x0bSERVER_BUSY\x10\x05\x12\r\n\tNOT_FOUND\x10\x06\x12\x0f\n\x0bUNAVAILABLE\x10\x07\x12\x0c\n\x08INTERNAL\x10\x08\x12\x11\n\rNO_ACTIVE_KEY\x10\x14\x12\x13\n\x0fVEHICLE_BLOCKED\x10(\x12 \n\x1cVEHICLE_STATUS_FORBIDS_ISSUE\x10)\x12%\n!UNPROCESSED_VIOLATION_OR_ACCIDENT\x10*\x12\x10\n\x0cMARK_REVOKED\x10+\x12\x0b\n\x07NO_MARK\x10,\x12\x0e\n\nNOT_EXEMPT\x10.\x12\r\n\tTOO_EARLY\x10/\x12\x16\n\x12INSPECTION_OVERDUE\x10\x30\x12\t\n\x05USAGE\x10<\x12\r\n\tTLS_FILES\x10=\x12\x07\n\x03PKI\x10>\x12\r\n\tKEY_STORE\x10?\x12\x11\n\rLISTEN_FAILED\x10@\x12\x1a\n\x16\x44\x45V_MODE_LOOPBACK_ONLY\x10\x41\x12\x14\n\x10IMAGE_UNREADABLE\x10\x42\x12\n\n\x06RENDER\x10\x43\x12\r\n\tMALFORMED\x10\x44\x12\x16\n\x12\x41UDIT_WRITE_FAILED\x10\x45\x12\n\n\x06\x46ORGED\x10\x46\x12\x0f\n\x0bUNKNOWN_KEY\x10G\x12\x0b\n\x07REVOKED\x10H\x12\x0c\n\x08\x44\x41TABASE\x10I\"\x04\x08-\x10-*\x0bNO_VALIDITYb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16vimark/v1/errors.proto\x12\tvimark.v1*\xbe\x05\n\x0b\x45rrorReason\x12\x1c\n\x18\x45RROR_REASON_UNSPECIFIED\x10\x00\x12\x11\n\rINVALID_FIELD\x10\x01\x12\x15\n\x11PERMISSION_DENIED\x10\x02\x12\x13\n\x0fUNAUTHENTICATED\x10\x03\x12\x10\n\x0cRATE_LIMITED\x10\x04\x12\x0f\n\x0bSERVER_BUSY\x10\x05\x12\r\n\tNOT_FOUND\x10\x06\x12\x0f\n\x0bUNAVAILABLE\x10\x07\x12\x0c\n\x08INTERNAL\x10\x08\x12\x11\n\rNO_ACTIVE_KEY\x10\x14\x12\x13\n\x0fVEHICLE_BLOCKED\x10(\x12 \n\x1cVEHICLE_STATUS_FORBIDS_ISSUE\x10)\x12%\n!UNPROCESSED_VIOLATION_OR_ACCIDENT\x10*\x12\x10\n\x0cMARK_REVOKED\x10+\x12\x0b\n\x07NO_MARK\x10,\x12\x0e\n\nNOT_EXEMPT\x10.\x12\r\n\tTOO_EARLY\x10/\x12\x16\n\x12INSPECTION_OVERDUE\x10\x30\x12\t\n\x05USAGE\x10<\x12\r\n\tTLS_FILES\x10=\x12\x07\n\x03PKI\x10>\x12\r\n\tKEY_STORE\x10?\x12\x11\n\rLISTEN_FAILED\x10@\x12\x1a\n\x16\x44\x45V_MODE_LOOPBACK_ONLY\x10\x41\x12\x14\n\x10IMAGE_UNREADABLE\x10\x42\x12\n\n\x06RENDER\x10\x43\x12\r\n\tMALFORMED\x10\x44\x12\x16\n\x12\x41UDIT_WRITE_FAILED\x10\x45\x12\n\n\x06\x46ORGED\x10\x46\x12\x0f\n\x0bUNKNOWN_KEY\x10G\x12\x0b\n\x07REVOKED\x10H\x12\x0c\n\x08\x44\x41TABASE\x10I\x12\x18\n\x14OFFLINE_DATA_REFUSED\x10J\x12\x18\n\x14\x44\x45LTA_DOES_NOT_APPLY\x10K\x12\x11\n\rNO_ONLINE_KEY\x10L\"\x04\x08-\x10-*\x0bNO_VALIDITYb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -32,5 +32,5 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'vimark.v1.errors_pb2', _glo
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_ERRORREASON']._serialized_start=38
-  _globals['_ERRORREASON']._serialized_end=669
+  _globals['_ERRORREASON']._serialized_end=740
 # @@protoc_insertion_point(module_scope)

@@ -38,6 +38,9 @@ class ErrorReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     UNKNOWN_KEY: _ClassVar[ErrorReason]
     REVOKED: _ClassVar[ErrorReason]
     DATABASE: _ClassVar[ErrorReason]
+    OFFLINE_DATA_REFUSED: _ClassVar[ErrorReason]
+    DELTA_DOES_NOT_APPLY: _ClassVar[ErrorReason]
+    NO_ONLINE_KEY: _ClassVar[ErrorReason]
 ERROR_REASON_UNSPECIFIED: ErrorReason
 INVALID_FIELD: ErrorReason
 PERMISSION_DENIED: ErrorReason
@@ -70,3 +73,6 @@ FORGED: ErrorReason
 UNKNOWN_KEY: ErrorReason
 REVOKED: ErrorReason
 DATABASE: ErrorReason
+OFFLINE_DATA_REFUSED: ErrorReason
+DELTA_DOES_NOT_APPLY: ErrorReason
+NO_ONLINE_KEY: ErrorReason

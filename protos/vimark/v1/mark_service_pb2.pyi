@@ -33,6 +33,17 @@ class KeyStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     KEY_STATUS_ACTIVE: _ClassVar[KeyStatus]
     KEY_STATUS_RETIRED: _ClassVar[KeyStatus]
     KEY_STATUS_REVOKED: _ClassVar[KeyStatus]
+
+class BackfillOutcome(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    BACKFILL_OUTCOME_UNSPECIFIED: _ClassVar[BackfillOutcome]
+    BACKFILL_OUTCOME_ISSUED: _ClassVar[BackfillOutcome]
+    BACKFILL_OUTCOME_ALREADY_MARKED: _ClassVar[BackfillOutcome]
+    BACKFILL_OUTCOME_STATUS_FORBIDS_ISSUE: _ClassVar[BackfillOutcome]
+    BACKFILL_OUTCOME_OUT_OF_VALIDITY: _ClassVar[BackfillOutcome]
+    BACKFILL_OUTCOME_NO_RECORDED_VALIDITY: _ClassVar[BackfillOutcome]
+    BACKFILL_OUTCOME_UNKNOWN_PLATE: _ClassVar[BackfillOutcome]
+    BACKFILL_OUTCOME_CHANGED: _ClassVar[BackfillOutcome]
 VERDICT_UNSPECIFIED: Verdict
 VERDICT_VALID: Verdict
 VERDICT_INSPECTION_EXPIRED: Verdict
@@ -50,6 +61,14 @@ KEY_STATUS_UNSPECIFIED: KeyStatus
 KEY_STATUS_ACTIVE: KeyStatus
 KEY_STATUS_RETIRED: KeyStatus
 KEY_STATUS_REVOKED: KeyStatus
+BACKFILL_OUTCOME_UNSPECIFIED: BackfillOutcome
+BACKFILL_OUTCOME_ISSUED: BackfillOutcome
+BACKFILL_OUTCOME_ALREADY_MARKED: BackfillOutcome
+BACKFILL_OUTCOME_STATUS_FORBIDS_ISSUE: BackfillOutcome
+BACKFILL_OUTCOME_OUT_OF_VALIDITY: BackfillOutcome
+BACKFILL_OUTCOME_NO_RECORDED_VALIDITY: BackfillOutcome
+BACKFILL_OUTCOME_UNKNOWN_PLATE: BackfillOutcome
+BACKFILL_OUTCOME_CHANGED: BackfillOutcome
 
 class IssueRequest(_message.Message):
     __slots__ = ("request_id", "plate_number", "plate_type", "vin", "reason", "inspected_on", "station_id")
@@ -288,3 +307,39 @@ class RevokeMarkResponse(_message.Message):
     SERIAL_FIELD_NUMBER: _ClassVar[int]
     serial: int
     def __init__(self, serial: _Optional[int] = ...) -> None: ...
+
+class BackfillPlate(_message.Message):
+    __slots__ = ("plate_number", "plate_type")
+    PLATE_NUMBER_FIELD_NUMBER: _ClassVar[int]
+    PLATE_TYPE_FIELD_NUMBER: _ClassVar[int]
+    plate_number: str
+    plate_type: str
+    def __init__(self, plate_number: _Optional[str] = ..., plate_type: _Optional[str] = ...) -> None: ...
+
+class BackfillMarksRequest(_message.Message):
+    __slots__ = ("plates", "batch_size")
+    PLATES_FIELD_NUMBER: _ClassVar[int]
+    BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
+    plates: _containers.RepeatedCompositeFieldContainer[BackfillPlate]
+    batch_size: int
+    def __init__(self, plates: _Optional[_Iterable[_Union[BackfillPlate, _Mapping]]] = ..., batch_size: _Optional[int] = ...) -> None: ...
+
+class BackfillCount(_message.Message):
+    __slots__ = ("outcome", "count")
+    OUTCOME_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    outcome: BackfillOutcome
+    count: int
+    def __init__(self, outcome: _Optional[_Union[BackfillOutcome, str]] = ..., count: _Optional[int] = ...) -> None: ...
+
+class BackfillMarksProgress(_message.Message):
+    __slots__ = ("total", "considered", "counts", "done")
+    TOTAL_FIELD_NUMBER: _ClassVar[int]
+    CONSIDERED_FIELD_NUMBER: _ClassVar[int]
+    COUNTS_FIELD_NUMBER: _ClassVar[int]
+    DONE_FIELD_NUMBER: _ClassVar[int]
+    total: int
+    considered: int
+    counts: _containers.RepeatedCompositeFieldContainer[BackfillCount]
+    done: bool
+    def __init__(self, total: _Optional[int] = ..., considered: _Optional[int] = ..., counts: _Optional[_Iterable[_Union[BackfillCount, _Mapping]]] = ..., done: _Optional[bool] = ...) -> None: ...

@@ -74,6 +74,11 @@ class MarkServiceStub:
                 request_serializer=vimark_dot_v1_dot_mark__service__pb2.RevokeMarkRequest.SerializeToString,
                 response_deserializer=vimark_dot_v1_dot_mark__service__pb2.RevokeMarkResponse.FromString,
                 _registered_method=True)
+        self.BackfillMarks = channel.unary_stream(
+                '/vimark.v1.MarkService/BackfillMarks',
+                request_serializer=vimark_dot_v1_dot_mark__service__pb2.BackfillMarksRequest.SerializeToString,
+                response_deserializer=vimark_dot_v1_dot_mark__service__pb2.BackfillMarksProgress.FromString,
+                _registered_method=True)
 
 
 class MarkServiceServicer:
@@ -137,6 +142,17 @@ class MarkServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def BackfillMarks(self, request, context):
+        """Bulk first issuance (operators): a current mark (ISSUE_REASON_BACKFILL) for every vehicle
+        within its recorded validity that has none, or for the plates listed. Streams progress after
+        each batch (each batch durable, all or nothing); cancelling stops after the batch being
+        written. Safe to run again: vehicles that have a current mark are skipped, so a second run
+        continues where the first stopped and never issues twice.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_MarkServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -179,6 +195,11 @@ def add_MarkServiceServicer_to_server(servicer, server):
                     servicer.RevokeMark,
                     request_deserializer=vimark_dot_v1_dot_mark__service__pb2.RevokeMarkRequest.FromString,
                     response_serializer=vimark_dot_v1_dot_mark__service__pb2.RevokeMarkResponse.SerializeToString,
+            ),
+            'BackfillMarks': grpc.unary_stream_rpc_method_handler(
+                    servicer.BackfillMarks,
+                    request_deserializer=vimark_dot_v1_dot_mark__service__pb2.BackfillMarksRequest.FromString,
+                    response_serializer=vimark_dot_v1_dot_mark__service__pb2.BackfillMarksProgress.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -397,6 +418,33 @@ class MarkService:
             '/vimark.v1.MarkService/RevokeMark',
             vimark_dot_v1_dot_mark__service__pb2.RevokeMarkRequest.SerializeToString,
             vimark_dot_v1_dot_mark__service__pb2.RevokeMarkResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def BackfillMarks(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/vimark.v1.MarkService/BackfillMarks',
+            vimark_dot_v1_dot_mark__service__pb2.BackfillMarksRequest.SerializeToString,
+            vimark_dot_v1_dot_mark__service__pb2.BackfillMarksProgress.FromString,
             options,
             channel_credentials,
             insecure,

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n vimark/v1/registry_service.proto\x12\tvimark.v1\"\xbb\x01\n\x07Vehicle\x12\x14\n\x0cplate_number\x18\x01 \x01(\t\x12\x12\n\nplate_type\x18\x02 \x01(\t\x12\x0b\n\x03vin\x18\x03 \x01(\t\x12\x10\n\x08\x63\x61tegory\x18\x04 \x01(\t\x12\x15\n\rregistered_on\x18\x05 \x01(\t\x12\x13\n\x0bvalid_until\x18\x06 \x01(\t\x12\x14\n\x0cstatus_codes\x18\x07 \x01(\t\x12\r\n\x05seats\x18\x08 \x01(\r\x12\x16\n\x0e\x65xemption_lost\x18\t \x01(\x08\"=\n\x15UpsertVehiclesRequest\x12$\n\x08vehicles\x18\x01 \x03(\x0b\x32\x12.vimark.v1.Vehicle\"F\n\x16UpsertVehiclesResponse\x12\x15\n\rcreated_count\x18\x01 \x01(\r\x12\x15\n\rupdated_count\x18\x02 \x01(\r\"Y\n\x17SetVehicleStatusRequest\x12\x14\n\x0cplate_number\x18\x01 \x01(\t\x12\x12\n\nplate_type\x18\x02 \x01(\t\x12\x14\n\x0cstatus_codes\x18\x03 \x01(\t\"0\n\x18SetVehicleStatusResponse\x12\x14\n\x0cstatus_codes\x18\x01 \x01(\t2\xc5\x01\n\x0fRegistryService\x12U\n\x0eUpsertVehicles\x12 .vimark.v1.UpsertVehiclesRequest\x1a!.vimark.v1.UpsertVehiclesResponse\x12[\n\x10SetVehicleStatus\x12\".vimark.v1.SetVehicleStatusRequest\x1a#.vimark.v1.SetVehicleStatusResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n vimark/v1/registry_service.proto\x12\tvimark.v1\"\xbb\x01\n\x07Vehicle\x12\x14\n\x0cplate_number\x18\x01 \x01(\t\x12\x12\n\nplate_type\x18\x02 \x01(\t\x12\x0b\n\x03vin\x18\x03 \x01(\t\x12\x10\n\x08\x63\x61tegory\x18\x04 \x01(\t\x12\x15\n\rregistered_on\x18\x05 \x01(\t\x12\x13\n\x0bvalid_until\x18\x06 \x01(\t\x12\x14\n\x0cstatus_codes\x18\x07 \x01(\t\x12\r\n\x05seats\x18\x08 \x01(\r\x12\x16\n\x0e\x65xemption_lost\x18\t \x01(\x08\"=\n\x15UpsertVehiclesRequest\x12$\n\x08vehicles\x18\x01 \x03(\x0b\x32\x12.vimark.v1.Vehicle\"F\n\x16UpsertVehiclesResponse\x12\x15\n\rcreated_count\x18\x01 \x01(\r\x12\x15\n\rupdated_count\x18\x02 \x01(\r\"O\n\x15ImportVehiclesRequest\x12\x10\n\x08sequence\x18\x01 \x01(\x04\x12$\n\x08vehicles\x18\x02 \x03(\x0b\x32\x12.vimark.v1.Vehicle\"X\n\x16ImportVehiclesResponse\x12\x10\n\x08sequence\x18\x01 \x01(\x04\x12\x15\n\rcreated_count\x18\x02 \x01(\r\x12\x15\n\rupdated_count\x18\x03 \x01(\r\"Y\n\x17SetVehicleStatusRequest\x12\x14\n\x0cplate_number\x18\x01 \x01(\t\x12\x12\n\nplate_type\x18\x02 \x01(\t\x12\x14\n\x0cstatus_codes\x18\x03 \x01(\t\"0\n\x18SetVehicleStatusResponse\x12\x14\n\x0cstatus_codes\x18\x01 \x01(\t2\xa0\x02\n\x0fRegistryService\x12U\n\x0eUpsertVehicles\x12 .vimark.v1.UpsertVehiclesRequest\x1a!.vimark.v1.UpsertVehiclesResponse\x12[\n\x10SetVehicleStatus\x12\".vimark.v1.SetVehicleStatusRequest\x1a#.vimark.v1.SetVehicleStatusResponse\x12Y\n\x0eImportVehicles\x12 .vimark.v1.ImportVehiclesRequest\x1a!.vimark.v1.ImportVehiclesResponse(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,10 +37,14 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_UPSERTVEHICLESREQUEST']._serialized_end=298
   _globals['_UPSERTVEHICLESRESPONSE']._serialized_start=300
   _globals['_UPSERTVEHICLESRESPONSE']._serialized_end=370
-  _globals['_SETVEHICLESTATUSREQUEST']._serialized_start=372
-  _globals['_SETVEHICLESTATUSREQUEST']._serialized_end=461
-  _globals['_SETVEHICLESTATUSRESPONSE']._serialized_start=463
-  _globals['_SETVEHICLESTATUSRESPONSE']._serialized_end=511
-  _globals['_REGISTRYSERVICE']._serialized_start=514
-  _globals['_REGISTRYSERVICE']._serialized_end=711
+  _globals['_IMPORTVEHICLESREQUEST']._serialized_start=372
+  _globals['_IMPORTVEHICLESREQUEST']._serialized_end=451
+  _globals['_IMPORTVEHICLESRESPONSE']._serialized_start=453
+  _globals['_IMPORTVEHICLESRESPONSE']._serialized_end=541
+  _globals['_SETVEHICLESTATUSREQUEST']._serialized_start=543
+  _globals['_SETVEHICLESTATUSREQUEST']._serialized_end=632
+  _globals['_SETVEHICLESTATUSRESPONSE']._serialized_start=634
+  _globals['_SETVEHICLESTATUSRESPONSE']._serialized_end=682
+  _globals['_REGISTRYSERVICE']._serialized_start=685
+  _globals['_REGISTRYSERVICE']._serialized_end=973
 # @@protoc_insertion_point(module_scope)

@@ -42,6 +42,24 @@ class UpsertVehiclesResponse(_message.Message):
     updated_count: int
     def __init__(self, created_count: _Optional[int] = ..., updated_count: _Optional[int] = ...) -> None: ...
 
+class ImportVehiclesRequest(_message.Message):
+    __slots__ = ("sequence", "vehicles")
+    SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    VEHICLES_FIELD_NUMBER: _ClassVar[int]
+    sequence: int
+    vehicles: _containers.RepeatedCompositeFieldContainer[Vehicle]
+    def __init__(self, sequence: _Optional[int] = ..., vehicles: _Optional[_Iterable[_Union[Vehicle, _Mapping]]] = ...) -> None: ...
+
+class ImportVehiclesResponse(_message.Message):
+    __slots__ = ("sequence", "created_count", "updated_count")
+    SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    CREATED_COUNT_FIELD_NUMBER: _ClassVar[int]
+    UPDATED_COUNT_FIELD_NUMBER: _ClassVar[int]
+    sequence: int
+    created_count: int
+    updated_count: int
+    def __init__(self, sequence: _Optional[int] = ..., created_count: _Optional[int] = ..., updated_count: _Optional[int] = ...) -> None: ...
+
 class SetVehicleStatusRequest(_message.Message):
     __slots__ = ("plate_number", "plate_type", "status_codes")
     PLATE_NUMBER_FIELD_NUMBER: _ClassVar[int]

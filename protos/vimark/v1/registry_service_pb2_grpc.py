@@ -44,6 +44,11 @@ class RegistryServiceStub:
                 request_serializer=vimark_dot_v1_dot_registry__service__pb2.SetVehicleStatusRequest.SerializeToString,
                 response_deserializer=vimark_dot_v1_dot_registry__service__pb2.SetVehicleStatusResponse.FromString,
                 _registered_method=True)
+        self.ImportVehicles = channel.stream_stream(
+                '/vimark.v1.RegistryService/ImportVehicles',
+                request_serializer=vimark_dot_v1_dot_registry__service__pb2.ImportVehiclesRequest.SerializeToString,
+                response_deserializer=vimark_dot_v1_dot_registry__service__pb2.ImportVehiclesResponse.FromString,
+                _registered_method=True)
 
 
 class RegistryServiceServicer:
@@ -58,6 +63,19 @@ class RegistryServiceServicer:
 
     def SetVehicleStatus(self, request, context):
         """Replace a vehicle's status letters ("A" clears them).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ImportVehicles(self, request_iterator, context):
+        """The bulk feed (a province's registry): a stream of batches, each created or updated all or
+        nothing, as UpsertVehicles does, and acknowledged by one response once it is durable (and in
+        the index). Batches are applied in the order sent. The first refused batch ends the stream with
+        its error (INVALID_ARGUMENT naming the row as vehicles[i].<field>, as UpsertVehicles does):
+        nothing of that batch is applied, every batch acknowledged before it stays, and no later batch
+        is read. The refused batch is therefore the oldest one not acknowledged. Sending a batch again
+        is harmless (vehicles are matched by VIN, then plate). Operators only.
         (RevokeMark is MarkService's: it acts on a mark, not on the registry.)
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -76,6 +94,11 @@ def add_RegistryServiceServicer_to_server(servicer, server):
                     servicer.SetVehicleStatus,
                     request_deserializer=vimark_dot_v1_dot_registry__service__pb2.SetVehicleStatusRequest.FromString,
                     response_serializer=vimark_dot_v1_dot_registry__service__pb2.SetVehicleStatusResponse.SerializeToString,
+            ),
+            'ImportVehicles': grpc.stream_stream_rpc_method_handler(
+                    servicer.ImportVehicles,
+                    request_deserializer=vimark_dot_v1_dot_registry__service__pb2.ImportVehiclesRequest.FromString,
+                    response_serializer=vimark_dot_v1_dot_registry__service__pb2.ImportVehiclesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -132,6 +155,33 @@ class RegistryService:
             '/vimark.v1.RegistryService/SetVehicleStatus',
             vimark_dot_v1_dot_registry__service__pb2.SetVehicleStatusRequest.SerializeToString,
             vimark_dot_v1_dot_registry__service__pb2.SetVehicleStatusResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ImportVehicles(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/vimark.v1.RegistryService/ImportVehicles',
+            vimark_dot_v1_dot_registry__service__pb2.ImportVehiclesRequest.SerializeToString,
+            vimark_dot_v1_dot_registry__service__pb2.ImportVehiclesResponse.FromString,
             options,
             channel_credentials,
             insecure,
