@@ -310,13 +310,14 @@ def replica_lag(keys: Path, work: Path, issues: int, rate: float) -> dict[str, A
                     errors.append(f"serial {serial} not on B after 30 s")
 
             pool = ThreadPoolExecutor(16)
+            issuers = ThreadPoolExecutor(
+                32
+            )  # Issues in flight together: the offered rate, not one Issue's latency, paces them
             tag = os.urandom(4).hex()
-            started = time.perf_counter()
             sent = 0
-            for i in range(issues):
-                due = started + i / rate
-                if (pause := due - time.perf_counter()) > 0:
-                    time.sleep(pause)
+
+            def issue(i: int) -> None:
+                nonlocal sent
                 v = eligible[i % len(eligible)]
                 request = pb.IssueRequest(
                     request_id=f"lag-{tag}-{i}", plate_type=v.plate_type, plate_number=v.plate_number, reason=TRANSFER
@@ -324,12 +325,22 @@ def replica_lag(keys: Path, work: Path, issues: int, rate: float) -> dict[str, A
                 try:
                     response = issue_stub.Issue(request, timeout=10)
                 except grpc.RpcError as exc:
-                    errors.append(f"Issue: {exc.code().name}")  # type: ignore[attr-defined]
-                    continue
+                    with lock:
+                        errors.append(f"Issue: {exc.code().name}")  # type: ignore[attr-defined]
+                    return
                 issued_at = time.perf_counter()
-                sent += 1
+                with lock:
+                    sent += 1
                 lookup = pb.LookupVehicleStatusRequest(plate_type=v.plate_type, plate_number=v.plate_number)
                 pool.submit(follow, lookup, response.serial, issued_at)
+
+            started = time.perf_counter()
+            for i in range(issues):
+                due = started + i / rate
+                if (pause := due - time.perf_counter()) > 0:
+                    time.sleep(pause)
+                issuers.submit(issue, i)
+            issuers.shutdown(wait=True)
             offered = sent / (time.perf_counter() - started)
             pool.shutdown(wait=True)
     ms = sorted(x * 1000 for x in lags)
