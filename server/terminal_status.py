@@ -11,6 +11,7 @@ the latest built version. Recent versions are kept so a terminal can be sent onl
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -29,6 +30,7 @@ from vimark.server.store import Store
 from vimark.server.store.terminal import CURRENT, UNKNOWN_VEHICLE, SignedPlate, StatusFacts
 from vimark.server.terminal_keys import OnlineSigner
 
+log = logging.getLogger("vimark.server")
 HOTLIST_MASK = BLOCKS_ROAD_MASK | POLICE_ALERT_MASK
 # A terminal holding a version built within this span gets a delta; older ones download in full.
 # Only the diffs between consecutive versions are kept (a day of a province's changes is a few MB).
@@ -160,6 +162,7 @@ class TerminalData:
                 self._error = None
                 self._remember(version)
         except Exception as exc:  # kept for the requests waiting on it: the store down, no online key
+            log.warning("status snapshot not built (terminals get the last one built, if any): %s", exc)
             with self._lock:
                 self._error = exc
         finally:
