@@ -73,6 +73,7 @@ class Loaded:
     header: Header
     arrays: dict[str, np.ndarray[Any, Any]]
     on_file: dict[str, tuple[int, int]]
+    fd: int  # open for reading on the file checked (the caller's to close): `path` may be replaced
 
 
 def _aligned(n: int) -> int:
@@ -98,9 +99,10 @@ def _layout(header: Header, sections: list[Section]) -> tuple[bytes, list[int]]:
         start = first
 
 
-def write(path: Path, header: Header, sections: list[Section]) -> tuple[int, dict[str, int]]:
+def write(path: Path, header: Header, sections: list[Section]) -> tuple[int, dict[str, int], int]:
     """Write a checkpoint to `path` (atomically: a temporary file renamed into place). Returns
-    its size in bytes and each section's offset."""
+    its size in bytes, each section's offset, and a descriptor open for reading on the file
+    written (opened before the rename: another process of the node may replace `path` at once)."""
     text, offsets = _layout(header, sections)
     digest = hashlib.sha256(text)
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
@@ -124,7 +126,12 @@ def write(path: Path, header: Header, sections: list[Section]) -> tuple[int, dic
             f.write(digest.digest())
             f.flush()
             os.fsync(f.fileno())
-        os.replace(temporary, path)
+        reader = os.open(temporary, os.O_RDONLY)
+        try:
+            os.replace(temporary, path)
+        except BaseException:
+            os.close(reader)
+            raise
     except BaseException:
         temporary.unlink(missing_ok=True)
         raise
@@ -133,7 +140,7 @@ def write(path: Path, header: Header, sections: list[Section]) -> tuple[int, dic
         os.fsync(directory)
     finally:
         os.close(directory)
-    return size, {s.name: o for s, o in zip(sections, offsets, strict=True)}
+    return size, {s.name: o for s, o in zip(sections, offsets, strict=True)}, reader
 
 
 def array_chunks(array: np.ndarray[Any, Any], items: int | None = None) -> Callable[[], Iterator[bytes]]:
@@ -236,7 +243,7 @@ def read(path: Path, accept: Callable[[Header], None], on_file: frozenset[str]) 
             digest = hasher.finish()
         if digest != expected:
             raise CheckpointRefused("damaged: its checksum does not match its contents")
-    return Loaded(header, arrays, left)
+        return Loaded(header, arrays, left, os.dup(f.fileno()))
 
 
 def _hash_range(f: BufferedReader, nbytes: int, hasher: _Hasher) -> None:

@@ -96,11 +96,12 @@ class TextColumns:
 class TextOnFile(TextColumns):
     """A checkpoint's text section (`items` entries at `offset`), read with pread as needed."""
 
-    def __init__(self, path: Path, offset: int, items: int) -> None:
+    def __init__(self, path: Path, offset: int, items: int, fd: int | None = None) -> None:
+        """`fd`, if given, is a descriptor open on that file (it is then this object's to close)."""
         super().__init__()
         self.on_file = True
         self.path, self.offset, self.items = path, offset, items
-        self._fd = os.open(path, os.O_RDONLY)
+        self._fd = os.open(path, os.O_RDONLY) if fd is None else fd
 
     def __len__(self) -> int:
         return self.items

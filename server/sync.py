@@ -156,7 +156,7 @@ class IndexFollower:
         text = None
         try:
             loaded = checkpoint.read(config.path, accept, frozenset({"text"}))
-            text = TextOnFile(config.path, *loaded.on_file["text"])
+            text = TextOnFile(config.path, *loaded.on_file["text"], loaded.fd)
             self.index.restore(loaded.header.change_id, loaded.arrays, text)
         except (checkpoint.CheckpointRefused, ValueError, KeyError, OSError) as exc:
             if text is not None:
@@ -196,7 +196,7 @@ class IndexFollower:
                 count,
             )
             try:
-                size, offsets = checkpoint.write(config.path, header, sections)
+                size, offsets, reader = checkpoint.write(config.path, header, sections)
             except OSError as exc:
                 log.error("index checkpoint %s not written: %s", config.path, exc)
                 if isinstance(self.index.text_source(), TextSpool):  # serve the text from the spool itself
@@ -205,7 +205,7 @@ class IndexFollower:
                     self.index.use_text(TextOnFile(spool.path, 0, spool.written))
                 return False
             text = next(s for s in sections if s.name == "text")
-            self.index.use_text(TextOnFile(config.path, offsets["text"], text.items), overlay)
+            self.index.use_text(TextOnFile(config.path, offsets["text"], text.items, reader), overlay)
             self._checkpointed = (change_id, time.monotonic())
             log.info(
                 "index checkpoint written: change %d, %d vehicles, %.0f MB in %.2fs",
