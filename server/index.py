@@ -242,7 +242,7 @@ class ValidityIndex:
 
     def text_overlay_size(self) -> int:
         """Vehicles whose text changed since the checkpoint (the next one folds them in)."""
-        return len(self._text.overlay) if self._text.on_file else 0
+        return len(self._text.overlay)
 
     def _put(self, v: VehicleRecord, *, track: bool = True) -> None:
         i = v.vehicle_id

@@ -28,8 +28,7 @@ _CHUNK_ITEMS = 1 << 18
 class TextColumns:
     def __init__(self, capacity: int = 0) -> None:
         self.base: np.ndarray[Any, Any] = np.zeros(capacity, TEXT)
-        self.on_file = False  # True: changes go to the overlay, the base is a file's
-        self.overlay: dict[int, tuple[bytes, bytes]] = {}
+        self.overlay: dict[int, tuple[bytes, bytes]] = {}  # changes since a file's text (TextOnFile)
 
     def __len__(self) -> int:
         return len(self.base)
@@ -47,28 +46,22 @@ class TextColumns:
         return b"", b""
 
     def put(self, i: int, plate: bytes, vin: bytes) -> None:
-        if self.on_file or i >= len(self.base):
-            self.overlay[i] = (plate, vin)
-        else:
-            self.base[i] = (plate, vin)
+        self.base[i] = (plate, vin)  # the index reserved room for i first
 
     def put_many(self, ids: npt.NDArray[np.int64], plates: Sequence[bytes], vins: Sequence[bytes]) -> None:
-        if self.on_file:
-            self.overlay.update(zip(ids.tolist(), zip(plates, vins, strict=True), strict=True))
-        else:
-            self.base["plate"][ids] = plates
-            self.base["vin"][ids] = vins
+        self.base["plate"][ids] = plates
+        self.base["vin"][ids] = vins
 
     def reserve(self, size: int) -> None:
-        if not self.on_file and len(self.base) < size:
+        if len(self.base) < size:
             grown = np.zeros(size, TEXT)
             grown[: len(self.base)] = self.base
             self.base = grown
 
     @property
     def nbytes(self) -> int:
-        """Memory held (a base on file is the page cache's, not counted)."""
-        return (0 if self.on_file else int(self.base.nbytes)) + 120 * len(self.overlay)
+        """Memory held."""
+        return int(self.base.nbytes) + 120 * len(self.overlay)
 
     def section(self, items: int, overlay: dict[int, tuple[bytes, bytes]]) -> Callable[[], Iterator[bytes]]:
         """The first `items` entries as a checkpoint section's bytes, a chunk at a time, patched
@@ -99,7 +92,6 @@ class TextOnFile(TextColumns):
     def __init__(self, path: Path, offset: int, items: int, fd: int | None = None) -> None:
         """`fd`, if given, is a descriptor open on that file (it is then this object's to close)."""
         super().__init__()
-        self.on_file = True
         self.path, self.offset, self.items = path, offset, items
         self._fd = os.open(path, os.O_RDONLY) if fd is None else fd
 
@@ -114,6 +106,20 @@ class TextOnFile(TextColumns):
             raw = os.pread(self._fd, TEXT.itemsize, self.offset + i * TEXT.itemsize)
             return raw[:16].rstrip(b"\0"), raw[16:].rstrip(b"\0")  # as numpy reads S16 and S17
         return b"", b""
+
+    def put(self, i: int, plate: bytes, vin: bytes) -> None:
+        self.overlay[i] = (plate, vin)
+
+    def put_many(self, ids: npt.NDArray[np.int64], plates: Sequence[bytes], vins: Sequence[bytes]) -> None:
+        self.overlay.update(zip(ids.tolist(), zip(plates, vins, strict=True), strict=True))
+
+    def reserve(self, size: int) -> None:
+        pass  # new vehicles' text goes to the overlay
+
+    @property
+    def nbytes(self) -> int:
+        """Memory held: the overlay (the file's text is the page cache's, not counted)."""
+        return 120 * len(self.overlay)
 
     def _read(self, start: int, end: int) -> np.ndarray[Any, Any]:
         block = np.zeros(end - start, TEXT)

@@ -7,8 +7,8 @@ measured reason:
   write ends with (`writes.log_changes`): SQLAlchemy's work per statement (cache keys, IN-list
   expansion, result processing) was most of an Issue's time, and a group is one writer's
   critical section.
-- The index's tail of the change log (`reads.Reads.changes_since`), which runs after every
-  Issue group.
+- The index's tail of the change log (measured as `reads.Reads.changes_since`; the index now
+  reads it as columns, `change_columns_since`), which runs after every Issue group.
 - The audit writer (`writes.Writes.append_audit`), which shares the GIL with Verify: with
   SQLAlchemy's per-row insert work Verify's p99 was 219 ms at 921/s offered, against 45.5 ms
   with auditing off (load/README.md, "Latency").
