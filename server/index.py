@@ -26,6 +26,7 @@ import numpy.typing as npt
 
 from vimark.client.domain import VehicleCategory
 from vimark.server.index_checkpoint import Section, array_chunks
+from vimark.server.index_keys import plate_hash, plate_hashes, vin_hash, vin_hashes
 from vimark.server.index_lookup import KeyLookup
 from vimark.server.index_text import TEXT, TextColumns
 from vimark.server.records import Change, VehicleColumns, VehicleRecord, VehicleSnapshot
@@ -36,7 +37,7 @@ _CATEGORY_CODE_BY_VALUE = {c.value: i for i, c in enumerate(_CATEGORIES)}
 ROW = np.dtype(
     [
         ("serial", "<u8"),  # the current mark; 0 = none yet
-        ("plate_hash", "<u8"),  # _key_hash("TT:plate")
+        ("plate_hash", "<u8"),  # index_keys.plate_hash(type, plate)
         ("vin_hash", "<u8"),
         ("registered", "<u2"),  # days since 1900-01-01 (to 2079-06-06; the registry refuses earlier)
         ("valid_until", "<u2"),  # Month; 0 = none
@@ -55,18 +56,6 @@ _MASK = (1 << 64) - 1
 _U64 = npt.NDArray[np.uint64]
 
 
-def _key_hash(key: str) -> int:
-    return int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "little")
-
-
-def _key_hashes(keys: Iterable[bytes], n: int) -> _U64:
-    """`_key_hash` of n UTF-8 keys at once, as an array."""
-    blake2b = hashlib.blake2b
-    digests = b"".join(blake2b(key, digest_size=8).digest() for key in keys)
-    assert len(digests) == 8 * n
-    return np.frombuffer(digests, "<u8").astype(np.uint64)
-
-
 def return_freed_memory() -> None:
     """Hand freed memory back to the system: glibc keeps freed heap for reuse, and a province's
     start frees hundreds of MB of temporaries. Only on glibc; elsewhere nothing happens."""
@@ -80,10 +69,6 @@ def _with_headroom(n: int) -> int:
     """Rows for n vehicles plus a little room for new ones, so growing (a copy under the lock)
     stays rare without costing a province much (1/64: 0.6 bytes per vehicle)."""
     return n + n // 64 + 1024
-
-
-def _plate_key(plate_type: str, plate_number: str) -> str:
-    return f"{plate_type}:{plate_number}"
 
 
 # -- the content checksum: a sum of one 64-bit mix per vehicle, kept as rows change ---------------
@@ -180,17 +165,16 @@ class ValidityIndex:
         top = int(ids.max())
         if top >= len(self._rows):  # not in a consistent snapshot (its highest id sized the rows)
             self._reserve(max(top + 1, len(self._rows) * 5 // 4))
-        plates = [p.encode() for p in c.plate_number]
-        vins = [v.encode() for v in c.vin]
+        plates, vins = np.asarray(c.plate_number, TEXT["plate"]), np.asarray(c.vin, TEXT["vin"])
         block = np.empty(n, ROW)
         block["serial"] = np.asarray(c.current_serial, np.uint64)
-        block["plate_hash"] = _key_hashes((t.encode() + b":" + p for t, p in zip(c.plate_type, plates, strict=True)), n)
-        block["vin_hash"] = _key_hashes(vins, n)
+        block["plate_type"] = np.asarray(c.plate_type, np.uint8)
+        block["plate_hash"] = plate_hashes(block["plate_type"], plates)
+        block["vin_hash"] = vin_hashes(vins)
         block["registered"] = np.clip(np.asarray(c.registered_on, np.int64) - _DAY_ZERO, 0, 0xFFFF)
-        block["valid_until"] = np.fromiter((m or 0 for m in c.valid_until), np.uint16, n)
+        block["valid_until"] = np.asarray(c.valid_until, np.uint16)
         block["status"] = np.asarray(c.status_bits, np.uint16)
         block["category"] = np.fromiter(map(_CATEGORY_CODE_BY_VALUE.__getitem__, c.category), np.uint8, n)
-        block["plate_type"] = np.asarray(c.plate_type).astype(np.uint8)  # "02" -> 2, as int() reads it
         block["seats"] = np.asarray(c.seats, np.uint8)
         block["flags"] = PRESENT | np.asarray(c.exemption_lost, np.bool_).astype(np.uint8) * EXEMPTION_LOST
         old = self._rows[ids]
@@ -253,11 +237,11 @@ class ValidityIndex:
             self._sum -= _mix(i, old)
         else:
             self._count += 1
-        plate_hash, vin_hash = _key_hash(_plate_key(v.plate_type, v.plate_number)), _key_hash(v.vin)
+        plate_key, vin_key = plate_hash(int(v.plate_type), v.plate_number), vin_hash(v.vin)
         row = (
             v.current_serial,
-            plate_hash,
-            vin_hash,
+            plate_key,
+            vin_key,
             min(max(v.registered_on.toordinal() - _DAY_ZERO, 0), 0xFFFF),
             v.valid_until or 0,
             v.status_bits,
@@ -270,8 +254,8 @@ class ValidityIndex:
         self._sum = (self._sum + _mix(i, row)) & _MASK
         self._text.put(i, v.plate_number.encode(), v.vin.encode())
         if track:
-            self._by_plate.delta[plate_hash] = i
-            self._by_vin.delta[vin_hash] = i
+            self._by_plate.delta[plate_key] = i
+            self._by_vin.delta[vin_key] = i
 
     def _revoke(self, serial: int) -> None:
         if serial not in self._revoked:
@@ -301,9 +285,10 @@ class ValidityIndex:
 
     # -- reading -----------------------------------------------------------------------------
     def by_plate(self, plate_type: str, plate_number: str) -> VehicleRecord | None:
-        key = _plate_key(plate_type, plate_number)
+        if not plate_type.isdigit():
+            return None  # no such plate type: no vehicle has it
         with self._lock:
-            for i in self._hits(self._by_plate, _key_hash(key), "plate_hash"):
+            for i in self._hits(self._by_plate, plate_hash(int(plate_type), plate_number), "plate_hash"):
                 plate, vin = self._text.get(i)
                 if plate == plate_number.encode() and self._rows["plate_type"][i] == int(plate_type):
                     return self._record(i, plate_number, vin.decode())
@@ -311,7 +296,7 @@ class ValidityIndex:
 
     def by_vin(self, vin: str) -> VehicleRecord | None:
         with self._lock:
-            for i in self._hits(self._by_vin, _key_hash(vin), "vin_hash"):
+            for i in self._hits(self._by_vin, vin_hash(vin), "vin_hash"):
                 plate, stored_vin = self._text.get(i)
                 if stored_vin == vin.encode():
                     return self._record(i, plate.decode(), vin)
@@ -320,11 +305,12 @@ class ValidityIndex:
     def for_mark(self, plate_type: str, plate_number: str, vin: str) -> VehicleRecord | None:
         """The vehicle a mark names, for Verify: the one holding its plate now, with that
         vehicle's VIN (the mark's own when their hashes agree, so its text is not read)."""
-        plate_hash = _key_hash(_plate_key(plate_type, plate_number))
-        vin_hash = _key_hash(vin)
+        if not plate_type.isdigit():
+            return None
+        vin_key = vin_hash(vin)
         with self._lock:
-            for i in self._hits(self._by_plate, plate_hash, "plate_hash"):
-                if int(self._rows["vin_hash"][i]) == vin_hash:  # both 64-bit hashes agree
+            for i in self._hits(self._by_plate, plate_hash(int(plate_type), plate_number), "plate_hash"):
+                if int(self._rows["vin_hash"][i]) == vin_key:  # both 64-bit hashes agree
                     return self._record(i, plate_number, vin)
                 plate, stored_vin = self._text.get(i)  # another VIN: the plate has moved on
                 if plate == plate_number.encode() and self._rows["plate_type"][i] == int(plate_type):

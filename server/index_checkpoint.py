@@ -4,7 +4,7 @@ A checkpoint is a cache, never the truth (principle 1): whatever is wrong with o
 damaged, written for another database, too old to tail the change log from, or older than the
 configured age), it is refused with one reason and the index is read from the store instead.
 
-Layout (little-endian), version 1:
+Layout (little-endian), format 2:
 
     magic     8 bytes  b"VIMARKIX"
     length    8 bytes  the header's length in bytes (unsigned)
@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 
 MAGIC = b"VIMARKIX"
-FORMAT = 1
+FORMAT = 2  # 2: key hashes of index_keys (1: BLAKE2b), so a format 1 file is refused and the store read
 ALIGN = 4096
 _CHUNK = 8 << 20  # bytes hashed or copied at a time
 FILE_NAME = "index.ckpt"

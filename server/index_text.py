@@ -22,6 +22,7 @@ import numpy as np
 import numpy.typing as npt
 
 TEXT = np.dtype([("plate", "S16"), ("vin", "S17")])  # UTF-8; the longest GA 36-2018 plate is 13 bytes
+Texts = Sequence[bytes] | np.ndarray[Any, Any]  # UTF-8 values, or a fixed-width bytes array of them
 _CHUNK_ITEMS = 1 << 18
 
 
@@ -48,7 +49,7 @@ class TextColumns:
     def put(self, i: int, plate: bytes, vin: bytes) -> None:
         self.base[i] = (plate, vin)  # the index reserved room for i first
 
-    def put_many(self, ids: npt.NDArray[np.int64], plates: Sequence[bytes], vins: Sequence[bytes]) -> None:
+    def put_many(self, ids: npt.NDArray[np.int64], plates: Texts, vins: Texts) -> None:
         self.base["plate"][ids] = plates
         self.base["vin"][ids] = vins
 
@@ -110,8 +111,9 @@ class TextOnFile(TextColumns):
     def put(self, i: int, plate: bytes, vin: bytes) -> None:
         self.overlay[i] = (plate, vin)
 
-    def put_many(self, ids: npt.NDArray[np.int64], plates: Sequence[bytes], vins: Sequence[bytes]) -> None:
-        self.overlay.update(zip(ids.tolist(), zip(plates, vins, strict=True), strict=True))
+    def put_many(self, ids: npt.NDArray[np.int64], plates: Texts, vins: Texts) -> None:
+        as_bytes = [t.tolist() if isinstance(t, np.ndarray) else t for t in (plates, vins)]
+        self.overlay.update(zip(ids.tolist(), zip(*as_bytes, strict=True), strict=True))
 
     def reserve(self, size: int) -> None:
         pass  # new vehicles' text goes to the overlay
@@ -147,7 +149,7 @@ class TextSpool(TextColumns):
     def put(self, i: int, plate: bytes, vin: bytes) -> None:
         self.put_many(np.array([i], np.int64), [plate], [vin])
 
-    def put_many(self, ids: npt.NDArray[np.int64], plates: Sequence[bytes], vins: Sequence[bytes]) -> None:
+    def put_many(self, ids: npt.NDArray[np.int64], plates: Texts, vins: Texts) -> None:
         if len(ids) == 0:
             return
         if int(ids[0]) < self.written or np.any(np.diff(ids) <= 0):

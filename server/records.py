@@ -5,6 +5,9 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
 
 from vimark.client.domain import Month, VehicleCategory
 from vimark.server.rules import VehicleFacts
@@ -68,25 +71,29 @@ class Change:
     revoked_serial: int | None
 
 
+Column = Sequence[int] | np.ndarray[Any, Any]  # a VehicleColumns column of numbers
+
+
 @dataclass(frozen=True)
 class VehicleColumns:
-    """A chunk of vehicles as stored, one sequence per `VehicleRecord` field (same names, same
-    order, same length), for loading the index without a Python object per vehicle. As stored,
-    not as the record holds them: `category` is the `VehicleCategory` value, `registered_on` the
-    date's ordinal (`date.toordinal()`), `exemption_lost` a bool or 0/1, `valid_until` None when
-    there is none."""
+    """A chunk of vehicles as stored, one column per `VehicleRecord` field (same names, same
+    order, same length), for loading the index without a Python object per vehicle: each a
+    sequence or a numpy array. As stored, not as the record holds them: `plate_type` is the code
+    as a number (2 for "02"), `plate_number` and `vin` are UTF-8 bytes, `category` is the
+    `VehicleCategory` value, `registered_on` the date's ordinal (`date.toordinal()`),
+    `exemption_lost` 0 or 1, `valid_until` 0 when there is none."""
 
-    vehicle_id: Sequence[int]
-    plate_type: Sequence[str]
-    plate_number: Sequence[str]
-    vin: Sequence[str]
+    vehicle_id: Column
+    plate_type: Column
+    plate_number: Sequence[bytes] | np.ndarray[Any, Any]
+    vin: Sequence[bytes] | np.ndarray[Any, Any]
     category: Sequence[str]
-    registered_on: Sequence[int]
-    seats: Sequence[int]
-    exemption_lost: Sequence[int]
-    status_bits: Sequence[int]
-    valid_until: Sequence[int | None]
-    current_serial: Sequence[int]
+    registered_on: Column
+    seats: Column
+    exemption_lost: Column
+    status_bits: Column
+    valid_until: Column
+    current_serial: Column
 
 
 @dataclass(frozen=True)

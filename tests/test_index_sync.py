@@ -61,7 +61,8 @@ def test_lookups_survive_rebuilds_plate_moves_and_hash_collisions(monkeypatch: o
 
 
 def test_hash_collisions_are_confirmed_against_the_stored_plate(monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    monkeypatch.setattr(index_module, "_key_hash", lambda key: 42)  # every key collides
+    monkeypatch.setattr(index_module, "plate_hash", lambda plate_type, plate: 42)  # every key collides
+    monkeypatch.setattr(index_module, "vin_hash", lambda vin: 43)
     index = ValidityIndex()
     index.load(0, [record(i, f"闽C0000{i}", "V" * 16 + str(i)) for i in range(1, 6)], [])
     for i in range(1, 6):

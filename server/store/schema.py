@@ -265,28 +265,59 @@ CHANGES_SINCE = (
     " JOIN vehicles ON vehicles.id = change_log.vehicle_id WHERE change_log.id > ? ORDER BY change_log.id LIMIT ?"
 )
 
-# The index's start (reads.snapshot_chunks): every vehicle's columns in VEHICLE_READ's order, but
-# the registration date as its ordinal (date.toordinal(): day 1 is 0001-01-01), computed by the
-# database, so no date object is made per vehicle.
-_ORDINAL = {
-    "sqlite": "CAST(julianday(vehicles.registered_on) - 1721424.5 AS INTEGER)",
-    "postgresql": "(vehicles.registered_on - DATE '0001-01-01') + 1",
+# The index's reads (records.VehicleColumns): each vehicle column in VEHICLE_READ's order as the
+# index takes it, computed by the database so that no object is made per vehicle for it: the
+# registration date as its ordinal (date.toordinal(): day 1 is 0001-01-01), the plate type as its
+# number, no valid-until month as 0.
+_INDEX_VALUES = {
+    "sqlite": {
+        "registered_on": "CAST(julianday(vehicles.registered_on) - 1721424.5 AS INTEGER)",
+        "plate_type": "CAST(vehicles.plate_type AS INTEGER)",
+        "valid_until": "coalesce(vehicles.valid_until, 0)",
+        "exemption_lost": "CAST(vehicles.exemption_lost AS INTEGER)",
+    },
+    "postgresql": {
+        "registered_on": "(vehicles.registered_on - DATE '0001-01-01') + 1",
+        "plate_type": "CAST(vehicles.plate_type AS INTEGER)",
+        "valid_until": "coalesce(vehicles.valid_until, 0)",
+        "exemption_lost": "CAST(vehicles.exemption_lost AS INTEGER)",
+    },
 }
+_INDEX_COLUMNS = {
+    dialect: [values.get(c.name, f"vehicles.{c.name}") for c in VEHICLE_READ]
+    for dialect, values in _INDEX_VALUES.items()
+}
+# The index's start on PostgreSQL (reads.snapshot_chunks), in id order: the text spool is written in order.
 SNAPSHOT_VEHICLES = {
-    dialect: "SELECT "
-    + ", ".join(day if c.name == "registered_on" else f"vehicles.{c.name}" for c in VEHICLE_READ)
-    + " FROM vehicles ORDER BY vehicles.id"  # in id order: the text spool is written in order
-    for dialect, day in _ORDINAL.items()
+    d: f"SELECT {', '.join(cs)} FROM vehicles ORDER BY vehicles.id" for d, cs in _INDEX_COLUMNS.items()
 }
+# ... and on SQLite, a range of ids at a time, each column of the range as one text (one Python
+# object per column, not per vehicle; reads.py parses them with numpy): the count, then the columns,
+# numbers joined by "," and text by a newline (no stored value holds either:
+# reads.py checks that each column splits into `count` values, and reads a range that does not
+# row by row). All the aggregates of one query see its rows in one order, so the columns line up.
+_TEXT_COLUMNS = ("plate_number", "vin", "category")
+SNAPSHOT_RANGE_SQLITE = (
+    "SELECT count(*), "
+    + ", ".join(
+        f"group_concat({e}, char(10))" if c.name in _TEXT_COLUMNS else f"group_concat({e}, ',')"
+        for c, e in zip(VEHICLE_READ, _INDEX_COLUMNS["sqlite"], strict=True)
+    )
+    + " FROM vehicles WHERE vehicles.id > ? AND vehicles.id <= ?"
+)
+SNAPSHOT_RANGE_ROWS_SQLITE = (
+    f"SELECT {', '.join(_INDEX_COLUMNS['sqlite'])} FROM vehicles"
+    " WHERE vehicles.id > ? AND vehicles.id <= ? ORDER BY vehicles.id"
+)
+SNAPSHOT_NEXT_ID = "SELECT min(id) FROM vehicles WHERE id > ?"
+SNAPSHOT_TEXT_COLUMNS = tuple(i for i, c in enumerate(VEHICLE_READ) if c.name in _TEXT_COLUMNS)
 
 # The index's bulk tail (reads.change_columns_since): CHANGES_SINCE with the vehicle's columns as
-# SNAPSHOT_VEHICLES reads them.
+# the index reads them.
 CHANGE_COLUMNS_SINCE = {
-    dialect: "SELECT "
-    + ", ".join(day if c.name == "registered_on" else f"vehicles.{c.name}" for c in VEHICLE_READ)
-    + ", change_log.id, change_log.revoked_serial FROM change_log"
+    dialect: f"SELECT {', '.join(cs)}, change_log.id, change_log.revoked_serial FROM change_log"
     " JOIN vehicles ON vehicles.id = change_log.vehicle_id WHERE change_log.id > ? ORDER BY change_log.id LIMIT ?"
-    for dialect, day in _ORDINAL.items()
+    for dialect, cs in _INDEX_COLUMNS.items()
 }
 
 # The audit writer (writes.append_audit): each row is its content (mapping.audit_content) and its
