@@ -196,7 +196,7 @@ class Backfill:
 
     def _write_once(self, marks: list[NewMark], terms: BatchTerms, resign: Resign, taken: list[Candidate]) -> Written:
         driver = self._driver
-        with self._db.driver_cursor(write=True) as c:
+        with self._db.bulk_write() as c:
             now: dict[int, Candidate] = {}
             if marks:
                 # 1. The batch's vehicles, locked in id order, read again: leave out any that changed.

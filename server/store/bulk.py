@@ -61,7 +61,6 @@ _SQLITE_EXISTING = (
     " (SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]') FROM json_each(?))"
 )
 _SQLITE_TOP = "SELECT coalesce(max(id), 0) FROM vehicles"
-_SQLITE_AUTOCHECKPOINT = 1000  # SQLite's default, which the store's connections keep (engine.py sets none)
 # No id given: SQLite numbers a new row max(id) + 1, so this batch's new rows are the ids above _SQLITE_TOP.
 _SQLITE_INSERT = (
     f"INSERT INTO vehicles ({', '.join(_WRITTEN)}) VALUES ({schema.placeholders(len(_WRITTEN))}) ON CONFLICT DO NOTHING"
@@ -192,7 +191,7 @@ class Bulk:
     def _import_sqlite(self, vehicles: Sequence[VehicleRecord]) -> ImportResult:
         driver = self._driver
         rows = [_new_row(driver, v) for v in vehicles]  # before the write lock is taken
-        with self._db.driver_cursor(write=True) as c:  # BEGIN IMMEDIATE: the only writer to commit
+        with self._db.bulk_write() as c:  # BEGIN IMMEDIATE: the only writer to commit
             top = c.execute(_SQLITE_TOP).fetchone()[0]
             c.executemany(_SQLITE_INSERT, rows)
             created = c.rowcount
@@ -213,15 +212,6 @@ class Bulk:
                 changed += [i for i, _ in updates]
             first = c.execute(schema.LAST_CHANGE_ID).fetchone()[0] + 1
             c.execute(_SQLITE_LOG, (first, _now(), json.dumps(changed)))
-            # Committed here, durable (synchronous=FULL), but without the WAL checkpoint SQLite would
-            # run inside this commit: a batch dirties thousands of index pages, and copying them
-            # back held the write lock two to three times as long as the batch itself (measured
-            # at 1 M vehicles). They are copied below, once the write lock is released.
-            c.execute("PRAGMA wal_autocheckpoint = 0")
-            c.execute("COMMIT")
-            c.execute(f"PRAGMA wal_autocheckpoint = {_SQLITE_AUTOCHECKPOINT}")
-        with self._db.driver_cursor() as c:  # a PASSIVE checkpoint waits for no writer, and no writer for it
-            c.execute("PRAGMA wal_checkpoint(PASSIVE)")
         return ImportResult(created, len(updates), first + len(changed) - 1)
 
     def _import_postgres(self, vehicles: Sequence[VehicleRecord]) -> ImportResult:
