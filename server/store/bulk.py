@@ -39,7 +39,7 @@ from vimark.server.records import VehicleRecord
 from vimark.server.store import schema
 from vimark.server.store.driver import Driver
 from vimark.server.store.engine import CHANGES_CHANNEL, Conflict, Database
-from vimark.server.store.writes import _CHANGE_LOG_LOCK, Writes
+from vimark.server.store.writes import _CHANGE_LOG_LOCK, Writes, log_changes
 
 # What a row writes, in this order (the id first when it is a new row's).
 _WRITTEN = (
@@ -67,10 +67,6 @@ _SQLITE_INSERT = (
 )
 _SQLITE_NEW_VINS = "SELECT vin FROM vehicles WHERE id > ?"
 _SQLITE_UPDATE = f"UPDATE vehicles SET {', '.join(f'{c} = ?' for c in _WRITTEN)} WHERE id = ?"
-_SQLITE_LOG = (
-    "INSERT INTO change_log (id, vehicle_id, revoked_serial, created_at)"
-    " SELECT ? + key, value, NULL, ? FROM json_each(?)"
-)
 _PG_EXISTING = (
     f"SELECT {_EXISTING} FROM vehicles WHERE id IN ("
     " SELECT id FROM vehicles WHERE vin = ANY(%s)"
@@ -210,9 +206,8 @@ class Bulk:
                 updates = _plan(driver, rest, _stored(c.fetchall())).updates
                 c.executemany(_SQLITE_UPDATE, [(*row, i) for i, row in updates])
                 changed += [i for i, _ in updates]
-            first = c.execute(schema.LAST_CHANGE_ID).fetchone()[0] + 1
-            c.execute(_SQLITE_LOG, (first, _now(), json.dumps(changed)))
-        return ImportResult(created, len(updates), first + len(changed) - 1)
+            change_ids = log_changes(driver, c, changed)
+        return ImportResult(created, len(updates), change_ids[-1] if change_ids else 0)
 
     def _import_postgres(self, vehicles: Sequence[VehicleRecord]) -> ImportResult:
         with self._db.driver_cursor(write=True) as c:

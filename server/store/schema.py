@@ -257,6 +257,12 @@ SET_CURRENT_MARK = "UPDATE vehicles SET valid_until = ?, current_serial = ? WHER
 LAST_CHANGE_ID = "SELECT coalesce(max(id), 0) FROM change_log"
 CHANGE_COLUMNS = tuple(c.name for c in CHANGES.c)
 INSERT_CHANGE = _insert(CHANGES, CHANGE_COLUMNS)
+# SQLite's change-log writer (writes.log_changes): a run of vehicles' changes in one statement, from
+# the first id on, each vehicle id an element of a JSON array (json_each numbers them from 0).
+INSERT_CHANGES_SQLITE = (
+    "INSERT INTO change_log (id, vehicle_id, revoked_serial, created_at) SELECT ? + key, value, ?, ? FROM json_each(?)"
+)
+assert set(CHANGE_COLUMNS) == {"id", "vehicle_id", "revoked_serial", "created_at"}, "INSERT_CHANGES_SQLITE writes each"
 CHANGE_COLUMNS_BUT_ID = tuple(name for name in CHANGE_COLUMNS if name != "id")
 INSERT_CHANGE_RETURNING = _insert(CHANGES, CHANGE_COLUMNS_BUT_ID, " RETURNING id")
 # The index's tail of the change log: each change with its vehicle as it now reads.
