@@ -6,7 +6,10 @@ figures at a small registry (or an empty one) in the same run.
 Prints each figure as a line and, last, one JSON object with all of them:
 - import_rate: vehicles/s of `vimark vehicles import` (the ImportVehicles stream, each batch
   durable) of the registry's first vehicles (at most 1 M) into an empty server on a SQLite file.
-- backfill_rate: marks/s of BackfillMarks for 50,000 plates spread over the N-vehicle registry.
+- backfill_rate: marks/s of `vimark marks backfill` (BackfillMarks, every vehicle) on that server
+  right after the import: each vehicle within its validity gets its first mark, in id order.
+- backfill_list_rate: marks/s of BackfillMarks for a list of 50,000 plates spread over the
+  N-vehicle registry (one vehicle in N/50,000: each mark's vehicle row on a page of its own).
 - upsert_rate: vehicles/s of `Store.upsert_vehicles` while building the registry (first build only;
   with --fast-build only the first 20,000 go that way, the rest by executemany).
 - cold_start_store_s / cold_start_checkpoint_s: seconds from starting `vimark serve` to health
@@ -38,7 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from load.scale_registry import DATA_DIR, REFERENCE_VEHICLES, SLOW_PART, registry, say
-from load.scale_serving import backfill_rate, import_rate, measure, measure_workers, rates, replica_lag
+from load.scale_serving import backfill_rate, first_load, measure, measure_workers, rates, replica_lag
 
 
 def _mib(n: int) -> str:
@@ -54,7 +57,9 @@ def main(argv: list[str] | None = None) -> None:
     fast_help = f"only the first {SLOW_PART:,} vehicles through upsert_vehicles, the rest by executemany"
     parser.add_argument("--fast-build", action="store_true", help=fast_help)
     parser.add_argument("--no-postgres", action="store_true", help="skip the replica lag")
-    parser.add_argument("--no-import", action="store_true", help="skip timing `vimark vehicles import` (1 M at most)")
+    parser.add_argument(
+        "--no-import", action="store_true", help="skip timing the import (1 M at most) and the full backfill after it"
+    )
     parser.add_argument("--rounds", type=int, default=3, help="alternating rate runs at N and at the reference")
     args = parser.parse_args(argv)
     n, reference, seconds, issues = args.vehicles, REFERENCE_VEHICLES, args.seconds, 1500
@@ -80,13 +85,17 @@ def main(argv: list[str] | None = None) -> None:
         big = measure(reg, reg.keys, work, f"n{n}")
         measure(ref, ref.keys, work, f"n{reference}")  # its checkpoint, for the rate runs
         run = rates(reg, ref, work, seconds, args.rounds)
-        imported, import_s = (0, 0.0) if args.no_import else import_rate(reg, reg.keys, work)
-        if imported:
-            say(f"import_rate: {imported / import_s:,.0f} vehicles/s ({imported:,} through `vimark vehicles import`)")
+        load = None if args.no_import else first_load(reg, reg.keys, work)
+        if load:
+            imported, backfilled = f"{load.imported:,}", f"{load.backfilled:,}"
+            say(
+                f"import_rate: {load.imported / load.import_s:,.0f} vehicles/s ({imported} by `vimark vehicles import`)"
+            )
+            say(f"backfill_rate: {load.backfilled / load.backfill_s:,.0f} marks/s ({backfilled}, `marks backfill`)")
         else:
-            say("import_rate: skipped (--no-import)")
-        backfilled, backfill_s = backfill_rate(reg, work)
-        say(f"backfill_rate: {backfilled / backfill_s:,.0f} marks/s ({backfilled:,} by BackfillMarks at {n:,})")
+            say("import_rate, backfill_rate: skipped (--no-import)")
+        listed, listed_s = backfill_rate(reg, work)
+        say(f"backfill_list_rate: {listed / listed_s:,.0f} marks/s ({listed:,} by BackfillMarks for a list, at {n:,})")
         node_empty = measure_workers(None, reg.keys, work, "empty")
         node_big = measure_workers(reg, reg.keys, work, f"n{n}")
         steady = (big.rss - empty.rss) / n
@@ -116,10 +125,12 @@ def main(argv: list[str] | None = None) -> None:
         result.update(
             cold_start_store_s=round(big.cold_start_s, 3),
             cold_start_empty_s=round(empty.cold_start_s, 3),
-            import_rate=round(imported / import_s, 1) if imported else None,
-            import_vehicles=imported,
-            backfill_rate=round(backfilled / backfill_s, 1),
-            backfill_marks=backfilled,
+            import_rate=round(load.imported / load.import_s, 1) if load else None,
+            import_vehicles=load.imported if load else 0,
+            backfill_rate=round(load.backfilled / load.backfill_s, 1) if load else None,
+            backfill_marks=load.backfilled if load else 0,
+            backfill_list_rate=round(listed / listed_s, 1),
+            backfill_list_marks=listed,
             cold_start_checkpoint_s=round(big.checkpoint_start_s, 3),
             rss_after_use_bytes_per_vehicle=round(used, 1),
             checkpoint_rss_steady_bytes_per_vehicle=round(ck_steady, 1),

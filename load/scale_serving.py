@@ -24,6 +24,7 @@ from load.scale_registry import SEED, TRANSFER, Registry, say
 from vimark.client.domain import china_date, month_of, system_clock
 from vimark.server.demo import demo_vehicles
 from vimark.server.store import Store
+from vimark.v1 import certificate_pb2
 from vimark.v1 import mark_service_pb2 as pb
 
 
@@ -210,24 +211,41 @@ def _registry_csv(reg: Registry, path: Path, limit: int) -> int:
     return n
 
 
-def import_rate(reg: Registry, keys: Path, work: Path) -> tuple[int, float]:
-    """(vehicles, seconds) of `vimark vehicles import` of the registry's first vehicles into an
-    empty server on a SQLite file (each batch durable before it is acknowledged)."""
+@dataclass(frozen=True)
+class FirstLoad:
+    """A province's first load, timed: the registry imported, then every vehicle's first mark."""
+
+    imported: int
+    import_s: float
+    backfilled: int  # marks issued by the full backfill
+    backfill_s: float
+
+
+def first_load(reg: Registry, keys: Path, work: Path) -> FirstLoad:
+    """`vimark vehicles import` of the registry's first vehicles (at most IMPORT_AT_MOST) into an
+    empty server on a SQLite file (each batch durable before it is acknowledged), then, on the
+    same server, `vimark marks backfill` of all of them: a mark for every vehicle within its
+    validity, the registry read in id order (what a province's first issuance does)."""
     csv_file = work / "registry.csv"
     n = _registry_csv(reg, csv_file, min(reg.vehicles, IMPORT_AT_MOST))
     db = _private_copy(None, keys, work / "import")
     with serve(f"sqlite:///{db}", keys, work / "import.log") as server:
-        started = time.perf_counter()
-        done = subprocess.run(
-            [*vimark_executable(), "vehicles", "import", str(csv_file), "--server", server.target],
-            capture_output=True,
-            text=True,
-            cwd=ROOT,
-        )
-        seconds = time.perf_counter() - started
+        import_s = _timed_command(["vehicles", "import", str(csv_file), "--server", server.target])
+        backfill_s = _timed_command(["marks", "backfill", "--server", server.target, "--timeout", "3600", "--json"])
+    with sqlite3.connect(db) as conn:
+        backfilled = conn.execute(
+            "SELECT count(*) FROM marks WHERE reason = ?", (certificate_pb2.ISSUE_REASON_BACKFILL,)
+        ).fetchone()
+    return FirstLoad(n, import_s, int(backfilled[0]), backfill_s)
+
+
+def _timed_command(args: list[str]) -> float:
+    started = time.perf_counter()
+    done = subprocess.run([*vimark_executable(), *args], capture_output=True, text=True, cwd=ROOT)
+    seconds = time.perf_counter() - started
     if done.returncode:
-        raise RuntimeError(f"vimark vehicles import failed: {done.stderr[-2000:]}")
-    return n, seconds
+        raise RuntimeError(f"vimark {' '.join(args[:2])} failed: {done.stderr[-2000:]}")
+    return seconds
 
 
 def backfill_rate(reg: Registry, work: Path) -> tuple[int, float]:
