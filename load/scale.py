@@ -6,6 +6,8 @@ figures at a small registry (or an empty one) in the same run.
 Prints each figure as a line and, last, one JSON object with all of them:
 - import_rate: vehicles/s of `vimark vehicles import` (the ImportVehicles stream, each batch
   durable) of the registry's first vehicles (at most 1 M) into an empty server on a SQLite file.
+- issue_during_import_p99_ms: latency of Issues sent one at a time, 20 a second, while that
+  import runs (the import must not stall Issue for more than about 100 ms).
 - backfill_rate: marks/s of `vimark marks backfill` (BackfillMarks, every vehicle) on that server
   right after the import: each vehicle within its validity gets its first mark, in id order.
 - backfill_list_rate: marks/s of BackfillMarks for a list of 50,000 plates spread over the
@@ -86,12 +88,21 @@ def main(argv: list[str] | None = None) -> None:
         measure(ref, ref.keys, work, f"n{reference}")  # its checkpoint, for the rate runs
         run = rates(reg, ref, work, seconds, args.rounds)
         load = None if args.no_import else first_load(reg, reg.keys, work)
+        issue_p99: float | None = None
         if load:
             imported, backfilled = f"{load.imported:,}", f"{load.backfilled:,}"
             say(
                 f"import_rate: {load.imported / load.import_s:,.0f} vehicles/s ({imported} by `vimark vehicles import`)"
             )
             say(f"backfill_rate: {load.backfilled / load.backfill_s:,.0f} marks/s ({backfilled}, `marks backfill`)")
+            ms = sorted(load.issue_ms)
+            issue_p99 = ms[int(len(ms) * 0.99)] if ms else None
+            say(
+                f"issue_during_import: p50 {ms[len(ms) // 2]:.1f} ms, p99 {issue_p99:.1f} ms, max {ms[-1]:.1f} ms"
+                f" ({len(ms)} Issues, {load.issue_errors} errors)"
+                if ms
+                else "issue_during_import: no Issue was answered while the import ran"
+            )
         else:
             say("import_rate, backfill_rate: skipped (--no-import)")
         listed, listed_s = backfill_rate(reg, work)
@@ -130,6 +141,9 @@ def main(argv: list[str] | None = None) -> None:
             backfill_rate=round(load.backfilled / load.backfill_s, 1) if load else None,
             backfill_marks=load.backfilled if load else 0,
             backfill_list_rate=round(listed / listed_s, 1),
+            issue_during_import_p99_ms=round(issue_p99, 1) if load and issue_p99 is not None else None,
+            issue_during_import_max_ms=round(max(load.issue_ms), 1) if load and load.issue_ms else None,
+            issues_during_import=len(load.issue_ms) if load else 0,
             backfill_list_marks=listed,
             cold_start_checkpoint_s=round(big.checkpoint_start_s, 3),
             rss_after_use_bytes_per_vehicle=round(used, 1),

@@ -213,30 +213,79 @@ def _registry_csv(reg: Registry, path: Path, limit: int) -> int:
 
 @dataclass(frozen=True)
 class FirstLoad:
-    """A province's first load, timed: the registry imported, then every vehicle's first mark."""
+    """A province's first load, timed: the registry imported (Issues answered meanwhile), then
+    every vehicle's first mark."""
 
     imported: int
     import_s: float
     backfilled: int  # marks issued by the full backfill
     backfill_s: float
+    issue_ms: list[float]  # each Issue's latency while the import ran, in order
+    issue_errors: int
+
+
+ISSUES_DURING_IMPORT = 20.0  # Issues a second, one at a time, while the import runs
 
 
 def first_load(reg: Registry, keys: Path, work: Path) -> FirstLoad:
     """`vimark vehicles import` of the registry's first vehicles (at most IMPORT_AT_MOST) into an
-    empty server on a SQLite file (each batch durable before it is acknowledged), then, on the
-    same server, `vimark marks backfill` of all of them: a mark for every vehicle within its
-    validity, the registry read in id order (what a province's first issuance does)."""
+    empty server on a SQLite file (each batch durable before it is acknowledged), while another
+    client issues TRANSFER marks for vehicles imported first and times each (the import must not
+    hold the write lock from Issue for more than about 100 ms); then, on the same server, `vimark
+    marks backfill` of all of them: a mark for every vehicle within its validity, the registry
+    read in id order (what a province's first issuance does)."""
     csv_file = work / "registry.csv"
     n = _registry_csv(reg, csv_file, min(reg.vehicles, IMPORT_AT_MOST))
+    current = month_of(china_date(system_clock()))
+    with sqlite3.connect(reg.db) as conn:  # within validity and no status: a TRANSFER is granted
+        plates = conn.execute(
+            "SELECT plate_type, plate_number FROM vehicles WHERE id <= 20000 AND status_bits = 0"
+            " AND valid_until >= ? ORDER BY id",
+            (current,),
+        ).fetchall()
     db = _private_copy(None, keys, work / "import")
     with serve(f"sqlite:///{db}", keys, work / "import.log") as server:
-        import_s = _timed_command(["vehicles", "import", str(csv_file), "--server", server.target])
+        importing = threading.Event()
+        importing.set()
+        issued: list[float] = []
+        errors: list[str] = []
+        probe = threading.Thread(target=_issue_while, args=(server.target, plates, importing, issued, errors))
+        probe.start()
+        try:
+            import_s = _timed_command(["vehicles", "import", str(csv_file), "--server", server.target])
+        finally:
+            importing.clear()
+            probe.join()
         backfill_s = _timed_command(["marks", "backfill", "--server", server.target, "--timeout", "3600", "--json"])
     with sqlite3.connect(db) as conn:
         backfilled = conn.execute(
             "SELECT count(*) FROM marks WHERE reason = ?", (certificate_pb2.ISSUE_REASON_BACKFILL,)
         ).fetchone()
-    return FirstLoad(n, import_s, int(backfilled[0]), backfill_s)
+    return FirstLoad(n, import_s, int(backfilled[0]), backfill_s, issued, len(errors))
+
+
+def _issue_while(
+    target: str, plates: list[tuple[str, str]], running: threading.Event, latencies: list[float], errors: list[str]
+) -> None:
+    """Issue a mark for each plate in turn, ISSUES_DURING_IMPORT a second, while `running`; the
+    first 2 s are left to the import (its first batches hold these vehicles)."""
+    from vimark.client.errors import VimarkError
+    from vimark.client.sdk import VimarkClient
+
+    time.sleep(2.0)
+    with VimarkClient(target) as client:
+        for i, (plate_type, plate_number) in enumerate(plates):
+            if not running.is_set():
+                return
+            started = time.perf_counter()
+            try:
+                client.issue(
+                    request_id=f"scale-import-{i}", plate_type=plate_type, plate_number=plate_number, reason=TRANSFER
+                )
+            except VimarkError as exc:
+                errors.append(str(exc))
+            latencies.append((time.perf_counter() - started) * 1000)
+            time.sleep(1 / ISSUES_DURING_IMPORT)
 
 
 def _timed_command(args: list[str]) -> float:
