@@ -220,7 +220,7 @@ class FirstLoad:
     import_s: float
     backfilled: int  # marks issued by the full backfill
     backfill_s: float
-    issue_ms: list[float]  # each Issue's latency while the import ran, in order
+    issue_ms: list[float]  # each granted Issue's latency while the import ran, in order
     issue_errors: int
 
 
@@ -282,9 +282,10 @@ def _issue_while(
                 client.issue(
                     request_id=f"scale-import-{i}", plate_type=plate_type, plate_number=plate_number, reason=TRANSFER
                 )
-            except VimarkError as exc:
+            except VimarkError as exc:  # counted apart: a refusal's latency is not an Issue's
                 errors.append(str(exc))
-            latencies.append((time.perf_counter() - started) * 1000)
+            else:
+                latencies.append((time.perf_counter() - started) * 1000)
             time.sleep(1 / ISSUES_DURING_IMPORT)
 
 

@@ -151,3 +151,14 @@ def test_the_sqlite_range_reader_skips_wide_gaps_and_reads_odd_values_row_by_row
         new = _streamed(store, chunk)
         assert new.checksum() == old.checksum() and len(new) == N + 1, chunk
         assert new.by_vin("LSVAB2BJ5KN900001") == old.by_vin("LSVAB2BJ5KN900001") is not None
+
+
+def test_a_range_whose_text_does_not_parse_is_refused_not_misread() -> None:
+    """The range reader's parser (store/reads.py) answers None, so that range is read row by row,
+    when a numeric column's text is not whole numbers or a column splits into another count."""
+    from vimark.server.store.reads import _parse_range
+
+    good = ["1,2", "2,2", "闽C00001\n闽C00002", "V1\nV2", "goods\ngoods", "1,2", "3,4", "0,1", "0,0", "0,0", "0,0"]
+    assert _parse_range(2, good) is not None
+    assert _parse_range(2, [good[0], "2,2.5", *good[2:]]) is None  # a REAL in a number column
+    assert _parse_range(2, [*good[:2], "闽C\n1\n闽C00002", *good[3:]]) is None  # a separator inside a value

@@ -60,3 +60,9 @@ def test_closing_the_loop_stops_both_threads() -> None:
         assert time.monotonic() < deadline, "a stage thread outlived the loop"
         time.sleep(0.05)
     assert len(second_calls) < 10  # at most an item or two in flight, not the whole source
+
+
+def test_none_and_exception_objects_are_values_like_any_other() -> None:
+    """A stage's result is never taken for the end of the stream or for a failure."""
+    values: list[object] = [None, ValueError("a value, not a failure"), 3]
+    assert list(staged(iter(values), lambda a: a, lambda b: b, pause=0, name="values")) == values

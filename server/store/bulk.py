@@ -14,8 +14,10 @@ lock is held for the statements only):
      first); the updates are `COPY`ed into a temporary table and applied by one `UPDATE ... FROM`
      (SQLite: `executemany`);
   3. the change log, one row per changed vehicle (replicas and the index learn of bulk writes as
-     of any other), by one `INSERT ... SELECT`, its ids assigned as `writes.log_changes` assigns
-     them (SQLite: the only writer numbers them; PostgreSQL: under the change-log lock, then NOTIFY).
+     of any other), by one `INSERT ... SELECT`: on SQLite `writes.log_changes` itself (the only
+     writer numbers them); on PostgreSQL ids assigned as it assigns them, under the change-log
+     lock, then NOTIFY.
+Committed by `Database.bulk_write`: on SQLite without the WAL checkpoint inside the commit.
 
 Rows of one batch that touch each other (a repeated VIN or plate, or two rows naming the same
 stored vehicle) would make the outcome depend on their order; such a batch (rare in a registry

@@ -255,7 +255,10 @@ def _parse_range(count: int, texts: Sequence[str]) -> VehicleColumns | None:
         if i in schema.SNAPSHOT_TEXT_COLUMNS:
             values: Any = text.encode().split(b"\n") if i in _UTF8 else text.split("\n")
         else:
-            values = np.fromstring(text, np.int64, sep=",")  # numbers only: the text is the database's
+            try:
+                values = np.fromstring(text, np.int64, sep=",")
+            except ValueError:  # not whole numbers (a value written past the registry's checks)
+                return None
         if len(values) != count:
             return None
         columns.append(values)
