@@ -182,6 +182,12 @@ class ValidityIndex:
         self._count += n - int(np.count_nonzero(was))
         self._sum = (self._sum - _mix_sum(ids[was], old[was]) + _mix_sum(ids, block)) & _MASK
         self._rows[ids] = block
+        # Only new vehicles and those whose plate or VIN changed: their text and keys. A new mark
+        # or status leaves both as they were, and an overlay entry for each of a province's
+        # vehicles (a backfill) would cost about 120 bytes a vehicle until the next checkpoint.
+        moved = ~was | (old["plate_hash"] != block["plate_hash"]) | (old["vin_hash"] != block["vin_hash"])
+        if not moved.all():
+            ids, plates, vins, block = ids[moved], plates[moved], vins[moved], block[moved]
         self._text.put_many(ids, plates, vins)
         if track:
             self._by_plate.delta.update(zip(block["plate_hash"].tolist(), ids.tolist(), strict=True))
@@ -252,6 +258,8 @@ class ValidityIndex:
         )
         self._rows[i] = row
         self._sum = (self._sum + _mix(i, row)) & _MASK
+        if old[-1] & PRESENT and old[1] == plate_key and old[2] == vin_key:
+            return  # the same plate and VIN: text and lookups as they were (as in _put_columns)
         self._text.put(i, v.plate_number.encode(), v.vin.encode())
         if track:
             self._by_plate.delta[plate_key] = i

@@ -190,3 +190,23 @@ def test_a_missing_checkpoint_says_so_once(store: Store, tmp_path: Path, caplog:
     assert "no checkpoint" in _refused(store, tmp_path, caplog)
     assert sorted(p.name for p in (tmp_path / "ck").iterdir()) == [FILE_NAME]  # no spool left behind
     assert os.stat(tmp_path / "ck").st_mode & 0o077 == 0
+
+
+def test_only_new_or_renamed_vehicles_take_text_memory(store: Store, tmp_path: Path) -> None:
+    """After a start from a checkpoint the text is read from the file; a change that keeps a
+    vehicle's plate and VIN (a status, a new mark: a backfill marks every vehicle) adds nothing
+    to the in-memory overlay, a new vehicle or a moved plate adds its text."""
+    _follower(store, tmp_path / "ck")
+    follower = _follower(store, tmp_path / "ck")
+    assert follower.loaded_from == "checkpoint" and follower.index.text_overlay_size() == 0
+    store.set_status("52", "闽C00002", 1 << 2)
+    v = _vehicle(10)
+    store.issue("r-late", v.plate_type, v.plate_number, _grant, _sign)
+    follower.catch_up()
+    assert follower.index.text_overlay_size() == 0
+    store.upsert_vehicles([_vehicle(7_777, plate="闽C00004"), _vehicle(4, plate="闽C99999")])
+    follower.catch_up()
+    assert follower.index.text_overlay_size() == 2  # the new vehicle, and vehicle 4's new plate
+    assert follower.index.by_plate("02", "闽C00004").vin == _vehicle(7_777).vin  # type: ignore[union-attr]
+    assert follower.index.by_plate("52", "闽C00002").status_bits == 1 << 2  # type: ignore[union-attr]
+    assert follower.index.checksum() == _from_store(store).checksum() == follower.index.full_checksum()
