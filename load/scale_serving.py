@@ -6,7 +6,6 @@ import contextlib
 import os
 import pickle
 import shutil
-import signal
 import sqlite3
 import statistics
 import subprocess
@@ -19,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from load import loadgen
+from load.bench import harness
 from load.bench.harness import ROOT, free_port, scratch_postgres, vimark_executable
 from load.scale_registry import SEED, TRANSFER, Registry, say
 from vimark.client.domain import china_date, month_of, system_clock
@@ -66,9 +66,8 @@ def node_memory(pid: int) -> tuple[int, int]:
 
 @contextlib.contextmanager
 def serve(db_url: str, keys: Path, log: Path, role: str | None = None, workers: int = 1) -> Iterator[Server]:
-    import grpc
-    from grpc_health.v1 import health_pb2, health_pb2_grpc
-
+    """`vimark serve` on `db_url` (development mode, a free port) until the block ends, timed from
+    its start to SERVING (up to 900 s: a province read from the store)."""
     target = f"127.0.0.1:{free_port()}"
     command = [*vimark_executable(), "serve", "--db", db_url, "--keys", str(keys), "--listen", target]
     command += ["--metrics-port", "0", "--shutdown-delay", "0"]
@@ -76,32 +75,9 @@ def serve(db_url: str, keys: Path, log: Path, role: str | None = None, workers: 
         command += ["--role", role]
     if workers > 1:
         command += ["--workers", str(workers)]
-    with log.open("wb") as out:
-        started = time.perf_counter()
-        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
-    try:
-        deadline = time.monotonic() + 900
-        with grpc.insecure_channel(target) as channel:
-            stub = health_pb2_grpc.HealthStub(channel)
-            while True:
-                if process.poll() is not None:
-                    raise RuntimeError(f"server exited ({process.returncode}); its log:\n{log.read_text()[-3000:]}")
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"server not SERVING after 900 s; its log:\n{log.read_text()[-3000:]}")
-                with contextlib.suppress(grpc.RpcError):
-                    status = stub.Check(health_pb2.HealthCheckRequest(), timeout=1).status
-                    if status == health_pb2.HealthCheckResponse.SERVING:
-                        break
-                time.sleep(0.05)
-        yield Server(target, process, time.perf_counter() - started)
-    finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+    started = time.perf_counter()
+    with harness.serve(command, target, log, timeout=900) as served:
+        yield Server(target, served.process, time.perf_counter() - started)
 
 
 def _private_copy(source: Registry | None, keys: Path, directory: Path) -> Path:

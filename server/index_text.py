@@ -14,15 +14,16 @@ fault-around, which MADV_RANDOM did not stop here), and 10,000 lookups made 314 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
+from vimark.server.records import Texts
+
 TEXT = np.dtype([("plate", "S16"), ("vin", "S17")])  # UTF-8; the longest GA 36-2018 plate is 13 bytes
-Texts = Sequence[bytes] | np.ndarray[Any, Any]  # UTF-8 values, or a fixed-width bytes array of them
 _CHUNK_ITEMS = 1 << 18
 
 

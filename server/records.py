@@ -72,6 +72,7 @@ class Change:
 
 
 Column = Sequence[int] | np.ndarray[Any, Any]  # a VehicleColumns column of numbers
+Texts = Sequence[bytes] | np.ndarray[Any, Any]  # UTF-8 values, or a fixed-width bytes array of them
 
 
 @dataclass(frozen=True)
@@ -85,8 +86,8 @@ class VehicleColumns:
 
     vehicle_id: Column
     plate_type: Column
-    plate_number: Sequence[bytes] | np.ndarray[Any, Any]
-    vin: Sequence[bytes] | np.ndarray[Any, Any]
+    plate_number: Texts
+    vin: Texts
     category: Sequence[str]
     registered_on: Column
     seats: Column

@@ -51,23 +51,25 @@ def _wait_serving(target: str, process: subprocess.Popen[bytes], log: Path, time
                     == health_pb2.HealthCheckResponse.SERVING
                 ):
                     return
-            time.sleep(0.1)
+            time.sleep(0.05)
     raise RuntimeError(f"server on {target} not SERVING after {timeout}s; its log:\n{log.read_text()[-3000:]}")
 
 
 @contextlib.contextmanager
-def serve(command: list[str], target: str, log: Path) -> Iterator[Served]:
-    """Run `command` (a server listening on `target`, output to `log`) until the block ends."""
+def serve(command: list[str], target: str, log: Path, *, timeout: float = 120.0) -> Iterator[Served]:
+    """Run `command` (a server listening on `target`, output to `log`) until the block ends: the
+    block starts once it is SERVING (at most `timeout` seconds), and ends with SIGTERM (a server
+    writes its index checkpoint then: up to 30 s is waited for)."""
     with log.open("wb") as out:
         process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
     try:
-        _wait_serving(target, process, log)
+        _wait_serving(target, process, log, timeout)
         yield Served(target, process, log)
     finally:
         if process.poll() is None:
             process.send_signal(signal.SIGTERM)
             try:
-                process.wait(timeout=15)
+                process.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()

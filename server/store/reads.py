@@ -199,6 +199,9 @@ class Reads:
             raise Unavailable(f"cannot read the audit log (is the schema migrated?): {exc.orig}") from exc
 
 
+_UTF8 = tuple(i for i, c in enumerate(VEHICLE_READ) if c.name in ("plate_number", "vin"))  # as bytes in VehicleColumns
+
+
 def _column_chunks(cursor: Any, size: int) -> Generator[VehicleColumns, None, None]:
     while rows := cursor.fetchmany(size):
         columns = _columns(rows)
@@ -212,9 +215,6 @@ def _columns(rows: Sequence[Sequence[Any]]) -> VehicleColumns:
     for i in _UTF8:
         columns[i] = [v.encode() for v in columns[i]]
     return VehicleColumns(*columns)
-
-
-_UTF8 = tuple(i for i, c in enumerate(VEHICLE_READ) if c.name in ("plate_number", "vin"))  # as bytes in VehicleColumns
 
 
 def _range_columns(cursor: Any, size: int, top: int) -> Generator[VehicleColumns, None, None]:
