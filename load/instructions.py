@@ -8,9 +8,11 @@ calls and then twice as many (PYTHONHASHSEED fixed), the calls inside one `funct
 only that counted (`--toggle-collect=functools_reduce`: not the imports, the index or the marks
 made before); the difference of the two totals over the difference of the calls is the count per
 call (about 800 of it the loop's own lambda). Workloads, in process, no gRPC:
-- verify: `Verifier.verify` of distinct current marks with the signature excluded (a checker that
-  answers "authentic", measurement only), then the police view of the verdict (views.verify_response):
-  the Python vimark adds to a signature;
+- verify: what Verify does between the wire and its reply: `Verifier.check` of distinct current
+  marks (the compiled path, or the Python path with VIMARK_PURE_PYTHON=1) and the police view of
+  its answer (views.checked_response), signature excluded: libsodium's crypto_sign_open is run, and
+  its inclusive count (callgrind_annotate) subtracted, so the figure is the cost vimark adds to a
+  signature on either path (`verify_with_signature` keeps the total);
 - signature: the Ed25519 check of the same marks alone (client.trust.verify_signature), for scale;
 - lookup: what LookupVehicleStatus does between the wire and its reply: the plate parsed,
   `ValidityIndex.by_plate`, `VehicleStanding.of` and the police view (views.lookup_response).
@@ -34,6 +36,15 @@ from typing import Any
 
 WORKLOADS = ("verify", "signature", "lookup")
 _COLLECTED = re.compile(r"Collected\s*:\s*(\d+)")
+_SIGNATURE_FUNCTION = "crypto_sign_open"  # libsodium's Ed25519 verify, on both paths
+
+
+def _inclusive(out: Path, function: str) -> int:
+    """The inclusive instruction count of `function` in a callgrind output file (0 if never called)."""
+    command = ["callgrind_annotate", "--inclusive=yes", "--threshold=100", str(out)]
+    report = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+    line = re.compile(r"^\s*([\d,]+)\s.*:" + function + r"\s")
+    return max((int(m.group(1).replace(",", "")) for m in map(line.match, report.splitlines()) if m), default=0)
 
 
 def _workload(name: str, calls: int, vehicles: int) -> None:
@@ -46,23 +57,18 @@ def _workload(name: str, calls: int, vehicles: int) -> None:
     from vimark.server import rules
     from vimark.server.policy import View
     from vimark.server.verifier import VehicleStanding, Verifier
-    from vimark.server.views import lookup_response, verify_response
+    from vimark.server.views import checked_response, lookup_response
 
     index, trust, texts = build(vehicles)  # the same in both runs of a workload: its cost cancels out
-
-    class _AlwaysAuthentic:  # measurement only: the signature is counted by its own workload
-        def check(self, *_: bytes) -> bool:
-            return True
-
-    verifier = Verifier(index, trust, lambda: NOW, signatures=_AlwaysAuthentic())  # type: ignore[arg-type]
+    verifier = Verifier(index, trust, lambda: NOW)
     seals = trust.current().seal_keys
     bodies = [cert.decode(t, seals).body for t in texts[:calls]]
     on = china_date(NOW)
 
     def verify(text: str) -> None:
-        verification = verifier.verify(text)
-        assert verification.verdict == Verdict.VERDICT_VALID, verification.verdict
-        verify_response(verification, View.FULL)
+        checked = verifier.check(text)
+        assert checked.verdict == Verdict.VERDICT_VALID, checked.verdict
+        checked_response(checked, View.FULL)
 
     def lookup(body: cert.CertificateBody) -> None:
         vehicle = index.by_plate(parse_plate_type(body.plate_type), parse_plate_number(body.plate_number))
@@ -82,7 +88,8 @@ def _workload(name: str, calls: int, vehicles: int) -> None:
     functools.reduce(lambda _, item: step(item), items, None)
 
 
-def _count(name: str, calls: int, vehicles: int, scratch: Path) -> int:
+def _count(name: str, calls: int, vehicles: int, scratch: Path) -> tuple[int, int]:
+    """(instructions counted, of which inside the signature check)."""
     out = scratch / f"{name}-{calls}.out"
     command = [
         "valgrind",
@@ -105,7 +112,7 @@ def _count(name: str, calls: int, vehicles: int, scratch: Path) -> int:
     found = _COLLECTED.search(done.stderr)
     if done.returncode or not found:
         raise RuntimeError(f"callgrind run of {name} failed ({done.returncode}): {done.stderr[-2000:]}")
-    return int(found.group(1))
+    return int(found.group(1)), _inclusive(out, _SIGNATURE_FUNCTION)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -121,15 +128,27 @@ def main(argv: list[str] | None = None) -> None:
     if shutil.which("valgrind") is None:
         raise SystemExit("valgrind is not installed (Debian: apt-get install valgrind)")
     vehicles = max(args.vehicles, 2 * args.calls)  # a distinct mark per call
-    result: dict[str, object] = {"benchmark": "instructions", "calls": args.calls, "vehicles": vehicles}
+    from vimark.server import hotpath
+
+    result: dict[str, object] = {
+        "benchmark": "instructions",
+        "calls": args.calls,
+        "vehicles": vehicles,
+        "compiled": hotpath.native is not None,
+    }
     scratch = Path(tempfile.mkdtemp(prefix="vimark-callgrind-"))
     try:
         for name in args.only or WORKLOADS:
-            small, large = (_count(name, n, vehicles, scratch) for n in (args.calls, 2 * args.calls))
+            counts = (_count(name, n, vehicles, scratch) for n in (args.calls, 2 * args.calls))
+            (small, small_sig), (large, large_sig) = counts
             per_call = (large - small) / args.calls
-            print(f"{name}: {per_call:,.0f} instructions per call ({small:,} for {args.calls:,} calls,"
-                  f" {large:,} for {2 * args.calls:,})", flush=True)  # fmt: skip
-            result[f"{name}_instructions"] = round(per_call)
+            signature = (large_sig - small_sig) / args.calls if name == "verify" else 0.0
+            print(f"{name}: {per_call - signature:,.0f} instructions per call"
+                  + (f" with the signature excluded ({per_call:,.0f} with it)" if signature else "")
+                  + f" ({small:,} for {args.calls:,} calls, {large:,} for {2 * args.calls:,})", flush=True)  # fmt: skip
+            result[f"{name}_instructions"] = round(per_call - signature)
+            if signature:
+                result[f"{name}_with_signature_instructions"] = round(per_call)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     print(json.dumps(result), flush=True)

@@ -116,6 +116,9 @@ def _mix_sum(ids: npt.NDArray[np.int64], rows: npt.NDArray[Any]) -> int:
 
 class ValidityIndex:
     def __init__(self, capacity: int = 1024) -> None:
+        # The compiled Verify path (server/_hotpath.c) reads _lock, _rows (ROW, at fixed offsets),
+        # _by_plate (its delta, ids, directory and bits) and _revoked by name, as for_mark does:
+        # a change to these is a change there too (tests/test_hotpath.py holds the two to one answer).
         self._lock = threading.Lock()
         self._rows = np.zeros(capacity, ROW)
         self._text = TextColumns(capacity)

@@ -34,6 +34,7 @@ from vimark.client.trust import key_status_value
 from vimark.server import backfill, rules
 from vimark.server.audit import AuditLog
 from vimark.server.auth import Authenticator, Caller
+from vimark.server.hotpath import ValidMark
 from vimark.server.index import ValidityIndex
 from vimark.server.issuer import IssueCommand, Issuer
 from vimark.server.limits import RateLimiter
@@ -44,8 +45,8 @@ from vimark.server.records import MarkRecord, VehicleRecord
 from vimark.server.registry import check_registry_dates, parse_status_letters, parse_vehicle
 from vimark.server.rpc import ChangeFollower, Servicer, policy_of, rpc
 from vimark.server.store import Store
-from vimark.server.verifier import VehicleStanding, Verification, Verifier
-from vimark.server.views import lookup_response, verify_response
+from vimark.server.verifier import Checked, VehicleStanding, Verifier
+from vimark.server.views import checked_response, lookup_response
 from vimark.server.wire_errors import abort
 from vimark.v1 import mark_service_pb2 as pb
 from vimark.v1 import mark_service_pb2_grpc as pb_grpc
@@ -199,11 +200,11 @@ class MarkService(Servicer, pb_grpc.MarkServiceServicer):
         _check_qr_text(request.qr_text)
         at = _at_date(request.at_date, caller)
         self.require_ready()
-        verification = self.verifier.verify(request.qr_text, at)
-        self.metrics.verdict_given("Verify", verification.verdict)
+        checked = self.verifier.check(request.qr_text, at)
+        self.metrics.verdict_given("Verify", checked.verdict)
         if policy_of(caller).audited:
-            self.audit.record(caller, "Verify", *_audited(verification), time.time())
-        return verify_response(verification, _view(caller), _language(context))
+            self.audit.record(caller, "Verify", *_audited(checked), time.time())
+        return checked_response(checked, _view(caller), _language(context))
 
     @rpc("VerifyBatch", cost=lambda request: _batch_cost(request.qr_texts))
     def VerifyBatch(
@@ -213,13 +214,13 @@ class MarkService(Servicer, pb_grpc.MarkServiceServicer):
         at = _at_date(request.at_date, caller)
         self.require_ready()
         self.metrics.batch_size.observe(len(request.qr_texts))
-        results = self.verifier.verify_many(list(request.qr_texts), at)
+        results = self.verifier.check_many(list(request.qr_texts), at)
         for v in results:
             self.metrics.verdict_given("VerifyBatch", v.verdict)
         if policy_of(caller).audited:
             self.audit.record_many(caller, "VerifyBatch", [_audited(v) for v in results], time.time())
         view, language = _view(caller), _language(context)
-        return pb.VerifyBatchResponse(results=[verify_response(v, view, language) for v in results])
+        return pb.VerifyBatchResponse(results=[checked_response(v, view, language) for v in results])
 
     @rpc("LookupVehicleStatus")
     def LookupVehicleStatus(
@@ -355,8 +356,10 @@ class MarkService(Servicer, pb_grpc.MarkServiceServicer):
         return stream()
 
 
-def _audited(v: Verification) -> tuple[str, str, str, int]:
+def _audited(v: Checked) -> tuple[str, str, str, int]:
     """What the audit log keeps of a verification: plate type and number (authentic marks only), verdict, serial."""
+    if isinstance(v, ValidMark):
+        return f"{v.plate_type:02d}", v.plate_number, "VERDICT_VALID", v.serial
     body = v.body
     verdict = pb.Verdict.Name(v.verdict)
     return (body.plate_type, body.plate_number, verdict, body.serial) if body else ("", "", verdict, 0)

@@ -26,6 +26,7 @@ from vimark.client.messages import EN, say
 from vimark.client.trust import Claim, TrustList
 from vimark.server import rules
 from vimark.server.batcher import InlineSignatures, SignatureChecker, Ticket
+from vimark.server.hotpath import FORGED_SIGNATURE, HotPath, ValidMark, hot_path_for
 from vimark.server.records import VehicleRecord
 from vimark.v1 import mark_service_pb2 as pb
 
@@ -127,6 +128,13 @@ def _refused(exc: CertificateError) -> Verification:
     return Verification(*refusal(exc))
 
 
+def _forged_signature() -> Verification:
+    return _refused(cert.ForgedCertificate("the signature does not verify"))  # what Claim.conclude raises
+
+
+Checked = ValidMark | Verification  # the compiled path's VALID, or the Python path's verdict
+
+
 class Verifier:
     def __init__(
         self,
@@ -135,37 +143,63 @@ class Verifier:
         clock: Clock,
         config: rules.RuleConfig = rules.DEFAULT_CONFIG,
         signatures: SignatureChecker | None = None,
+        compiled: bool = True,
     ) -> None:
         """`signatures` checks step 8: a started SignatureEngine on a server; by default each
-        signature is checked on the calling thread."""
+        signature is checked on the calling thread. `compiled`: `check` and `check_many` try the
+        compiled path first (server/hotpath.py), when it is built and not disabled."""
         self.index = index
         self.trust = trust
         self.clock = clock
         self.config = config
         self.signatures: SignatureChecker = signatures if signatures is not None else InlineSignatures()
+        self.hot = hot_path_for(index) if compiled else None
+
+    def check(self, qr_text: str, at: dt.date | None = None) -> Checked:
+        """What Verify answers: a ValidMark when the compiled path finds the mark plainly VALID
+        (its signature checked there, the GIL released), else the Python path's Verification."""
+        now = self.clock()
+        on = at or china_date(now)
+        found = self.hot.check(qr_text, self.trust.current(), now, on) if self.hot is not None else None
+        if found is None:
+            return self._verify(qr_text, now, on)
+        return _forged_signature() if found is FORGED_SIGNATURE else found  # type: ignore[return-value]
 
     def verify_many(self, qr_texts: list[str], at: dt.date | None = None) -> list[Verification]:
+        """One Verification per text, in order, by the Python path (`check_many` as VerifyBatch answers)."""
+        return self._many(qr_texts, at, None)  # type: ignore[return-value]
+
+    def check_many(self, qr_texts: list[str], at: dt.date | None = None) -> list[Checked]:
+        """What VerifyBatch answers: `check` of each text, the compiled path decoding and probing
+        while the engine checks the signatures."""
+        return self._many(qr_texts, at, self.hot)
+
+    def _many(self, qr_texts: list[str], at: dt.date | None, hot: HotPath | None) -> list[Checked]:
         """One result per text, in order; identical texts are checked once. All the signatures go
         to the engine together (in chunks, while the rest are still being decoded)."""
         now = self.clock()
         on = at or china_date(now)
         trust = self.trust.current()
         position: dict[str, int] = {}  # text -> its place among the distinct texts
-        claims: list[Claim | Verification] = []
+        claims: list[Claim | ValidMark | Verification] = []
         tickets: list[Ticket] = []
         chunk: list[tuple[bytes, bytes, bytes]] = []
         for text in qr_texts:
             if text in position:
                 continue
             position[text] = len(claims)
-            # 1-7. Form, seal, key.
-            try:
-                claim = trust.claim(text)
-            except CertificateError as exc:
-                claims.append(_refused(exc))
-                continue
-            claims.append(claim)
-            chunk.append(claim.signed)
+            found = hot.check(text, trust, now, on, check_signature=False) if hot is not None else None
+            if isinstance(found, ValidMark) and found.signed is not None:  # VALID once its signature is
+                claims.append(found)
+                chunk.append(found.signed)
+            else:  # 1-7. Form, seal, key.
+                try:
+                    claim = trust.claim(text)
+                except CertificateError as exc:
+                    claims.append(_refused(exc))
+                    continue
+                claims.append(claim)
+                chunk.append(claim.signed)
             if len(chunk) == _SUBMIT_CHUNK:
                 tickets.append(self.signatures.submit_many(chunk))
                 chunk = []
@@ -173,10 +207,13 @@ class Verifier:
             tickets.append(self.signatures.submit_many(chunk))
         # 8. The signatures' answers, in submission order, as each chunk completes.
         answers: Iterator[bool] = chain.from_iterable(ticket.result() for ticket in tickets)
-        results: list[Verification] = []
+        results: list[Checked] = []
         for outcome in claims:
             if isinstance(outcome, Verification):  # refused at steps 1-7
                 results.append(outcome)
+                continue
+            if isinstance(outcome, ValidMark):  # VALID but for its signature
+                results.append(outcome if next(answers) else _forged_signature())
                 continue
             # 8-9. Signature and key life, then 10-14.
             try:
@@ -188,8 +225,11 @@ class Verifier:
         return [results[position[text]] for text in qr_texts]
 
     def verify(self, qr_text: str, at: dt.date | None = None) -> Verification:
+        """The Python path alone: every verdict with its explanation and facts."""
         now = self.clock()
-        on = at or china_date(now)
+        return self._verify(qr_text, now, at or china_date(now))
+
+    def _verify(self, qr_text: str, now: dt.datetime, on: dt.date) -> Verification:
         try:
             certificate = self.authenticate(qr_text)
         except CertificateError as exc:

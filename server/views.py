@@ -3,13 +3,65 @@ Which role has which view is the policy table's (policy.py)."""
 
 from __future__ import annotations
 
+import functools
+
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from vimark.client.domain import format_month
+from vimark.client.domain import POLICE_ALERT_MASK, format_month, status_letters
 from vimark.client.messages import EN, say
+from vimark.server import rules
+from vimark.server.hotpath import ValidMark
 from vimark.server.policy import View
-from vimark.server.verifier import VehicleStanding, Verdict, Verification
+from vimark.server.verifier import Checked, VehicleStanding, Verdict, Verification
 from vimark.v1 import mark_service_pb2 as pb
+
+
+def checked_response(c: Checked, view: View, language: str = EN) -> pb.VerifyResponse:
+    return valid_response(c, view, language) if isinstance(c, ValidMark) else verify_response(c, view, language)
+
+
+@functools.cache
+def _valid_pieces(month: int, language: str) -> tuple[str, str, str]:
+    """The month's text, the VALID explanation, the public's "valid": the same for every mark of the month."""
+    return format_month(month), say("verdict.VALID", language, month=format_month(month)), say("public.VALID", language)
+
+
+_letters = functools.cache(status_letters)
+
+
+def valid_response(m: ValidMark, view: View, language: str = EN) -> pb.VerifyResponse:
+    """verify_response of a VALID verification, from the compiled path's fields in one constructor
+    call (tests/test_hotpath.py holds the two equal for every view)."""
+    month, explanation, public = _valid_pieces(m.valid_until, language)
+    plate_type = f"{m.plate_type:02d}"
+    if view is View.VALID_OR_NOT:
+        return pb.VerifyResponse(
+            verdict=Verdict.VERDICT_VALID,
+            explanation=public,
+            plate_number=m.plate_number,
+            plate_type=plate_type,
+            valid_until=month,
+        )
+    full = view is View.FULL  # status, alerts and the current serial: police only (zero values are unset)
+    return pb.VerifyResponse(
+        verdict=Verdict.VERDICT_VALID,
+        explanation=explanation,
+        serial=m.serial,
+        plate_number=m.plate_number,
+        plate_type=plate_type,
+        vin=m.vin,
+        valid_until=month,
+        presentation=m.presentation,  # type: ignore[arg-type]
+        issue_time=Timestamp(seconds=m.issued_at),
+        reason=m.reason,  # type: ignore[arg-type]
+        key_id=m.key_id,
+        within_validity=True,
+        current_valid_until=month if m.current_valid_until == m.valid_until else format_month(m.current_valid_until),
+        status_codes=_letters(m.status_bits) if full else "",
+        current_serial=m.serial if full else 0,  # VALID: the mark is its vehicle's current one
+        scrapping_due=full and rules.scrapping_due(0),  # within validity: no overdue cycles
+        police_alert=full and bool(m.status_bits & POLICE_ALERT_MASK),
+    )
 
 
 def verify_response(v: Verification, view: View, language: str = EN) -> pb.VerifyResponse:

@@ -99,8 +99,8 @@ def test_calls_beyond_the_concurrency_limit_are_refused_at_once(
 ) -> None:
     server = start_server(sqlite_url, keys_dir, clock, max_concurrent_rpcs=2)
     gate = threading.Event()
-    verify = server.verifier.verify
-    server.verifier.verify = lambda *a: (gate.wait(10), verify(*a))[1]  # type: ignore[method-assign]
+    check = server.verifier.check
+    server.verifier.check = lambda *a: (gate.wait(10), check(*a))[1]  # type: ignore[method-assign]
     try:
         with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
             stub = pb_grpc.MarkServiceStub(channel)

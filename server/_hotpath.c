@@ -1,0 +1,453 @@
+/* vimark's Verify hot path in one compiled call: QR text -> Base45 -> seal -> body -> key ->
+ * signature -> validity index -> VALID, or "ask the Python path".
+ *
+ * The Python path (client/certificate.py, client/trust.py, client/judging.py, server/verifier.py)
+ * is the specification and stays the only source of every verdict but one: this code answers only
+ * when a mark is plainly VALID, returning its fields, and otherwise returns None, and the caller
+ * runs the Python path, which gives the verdict and its explanation. So anything unusual (another
+ * verdict, an odd but legal encoding, a lock held by a writer) costs the Python path, never a
+ * different answer. Two more answers are definite: FORGED_SIGNATURE (the seal opened, the key is
+ * known, the Ed25519 signature fails) and, with check_signature false, the signed triple for the
+ * caller's signature engine (VerifyBatch).
+ *
+ * Cryptography is libsodium's, the copy PyNaCl already loads: server/hotpath.py hands over the
+ * addresses of crypto_sign_open and crypto_aead_chacha20poly1305_ietf_decrypt, so nothing here links
+ * a library and `pip install .` needs only a C compiler. The signature is checked with the GIL released.
+ *
+ * The index is read under its lock (taken without waiting: a writer holding it sends the call to the
+ * Python path, which waits), through the attributes ValidityIndex documents for this module.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdint.h>
+#include <string.h>
+
+typedef int (*sign_open_fn)(unsigned char *, unsigned long long *, const unsigned char *, unsigned long long,
+                            const unsigned char *);
+typedef int (*aead_decrypt_fn)(unsigned char *, unsigned long long *, unsigned char *, const unsigned char *,
+                               unsigned long long, const unsigned char *, unsigned long long, const unsigned char *,
+                               const unsigned char *);
+
+static sign_open_fn sign_open;
+static aead_decrypt_fn aead_decrypt;
+
+#define MAX_TEXT 1024                  /* certificate.MAX_QR_TEXT_LENGTH */
+#define MAX_ENVELOPE (MAX_TEXT / 3 * 2 + 2)
+#define SIG 64
+#define SEAL_HEADER 15 /* 0x01 | seal key id (2) | nonce (12) */
+#define TAG 16
+#define DOMAIN "vimark/v1/mark\0"
+#define DOMAIN_SIZE 15
+#define ROW_SIZE 34 /* index.ROW, checked by server/hotpath.py before this module is used */
+
+/* ---- the rules' constants, set once by configure() ------------------------------------------ */
+static uint64_t plate_types[2], reasons, presentations;
+static long long first_month, last_month, last_day, first_instant, last_instant;
+static unsigned long blocks_road_mask;
+static int presentation_online;
+static PyObject *str_lock, *str_rows, *str_by_plate, *str_revoked, *str_delta, *str_ids, *str_directory, *str_bits,
+    *str_acquire, *str_release;
+
+static int8_t b45_value[256];
+
+static void init_b45(void) {
+    const char *alphabet = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ $%*+-./:";
+    memset(b45_value, -1, sizeof b45_value);
+    for (int i = 0; i < 45; i++) b45_value[(unsigned char)alphabet[i]] = (int8_t)i;
+}
+
+/* Strict Base45 (RFC 9285), as client/base45.py: -1 on any departure. */
+static Py_ssize_t b45decode(const unsigned char *s, Py_ssize_t n, unsigned char *out) {
+    if (n % 3 == 1) return -1;
+    Py_ssize_t o = 0, i = 0;
+    for (; i + 3 <= n; i += 3) {
+        int a = b45_value[s[i]], b = b45_value[s[i + 1]], c = b45_value[s[i + 2]];
+        if ((a | b | c) < 0) return -1;
+        long v = a + b * 45L + c * 2025L;
+        if (v > 0xFFFF) return -1;
+        out[o++] = (unsigned char)(v >> 8);
+        out[o++] = (unsigned char)v;
+    }
+    if (i < n) {
+        int a = b45_value[s[i]], b = b45_value[s[i + 1]];
+        if ((a | b) < 0) return -1;
+        long v = a + b * 45L;
+        if (v > 0xFF) return -1;
+        out[o++] = (unsigned char)v;
+    }
+    return o;
+}
+
+/* ---- the body: the canonical protobuf subset whose reading is certainly upb's ---------------- */
+typedef struct {
+    uint64_t serial;
+    const unsigned char *plate, *vin;
+    Py_ssize_t plate_len, vin_len;
+    uint64_t plate_type, valid_until, reason, presentation, valid_from_day;
+    int64_t issued_at, expires_at;
+} Body;
+
+static int varint(const unsigned char **p, const unsigned char *end, uint64_t *value) {
+    uint64_t v = 0;
+    for (int shift = 0; shift < 70; shift += 7) {
+        if (*p >= end) return -1;
+        unsigned char byte = *(*p)++;
+        if (shift == 63 && byte > 1) return -1; /* more than 64 bits: upb's reading differs */
+        v |= (uint64_t)(byte & 0x7F) << shift;
+        if (!(byte & 0x80)) {
+            *value = v;
+            return 0;
+        }
+    }
+    return -1;
+}
+
+/* Fields 1-10, each once, with their declared wire types; anything else -> -1 (the Python path). */
+static int parse_body(const unsigned char *p, const unsigned char *end, Body *b) {
+    memset(b, 0, sizeof *b);
+    unsigned seen = 0;
+    while (p < end) {
+        unsigned tag = *p++;
+        if (tag & 0x80) return -1;
+        unsigned field = tag >> 3, wire = tag & 7;
+        if (field < 1 || field > 10 || (seen & (1u << field))) return -1;
+        seen |= 1u << field;
+        if (field == 2 || field == 4) {
+            uint64_t len;
+            if (wire != 2 || varint(&p, end, &len) || len > (uint64_t)(end - p)) return -1;
+            if (field == 2) b->plate = p, b->plate_len = (Py_ssize_t)len;
+            else b->vin = p, b->vin_len = (Py_ssize_t)len;
+            p += len;
+            continue;
+        }
+        uint64_t v;
+        if (wire != 0 || varint(&p, end, &v)) return -1;
+        switch (field) {
+        case 1: b->serial = v; break;
+        case 3: if (v > 0xFFFFFFFFu) return -1; b->plate_type = v; break;
+        case 5: if (v > 0xFFFFFFFFu) return -1; b->valid_until = v; break;
+        case 6: b->issued_at = (int64_t)v; break;
+        case 7: if (v > 0x7FFFFFFF) return -1; b->reason = v; break;
+        case 8: if (v > 0x7FFFFFFF) return -1; b->presentation = v; break;
+        case 9: b->expires_at = (int64_t)v; break;
+        case 10: if (v > 0xFFFFFFFFu) return -1; b->valid_from_day = v; break;
+        }
+    }
+    return 0;
+}
+
+/* CertificateBody.from_bytes's form checks. */
+static int body_in_form(const Body *b) {
+    if (b->plate_type >= 128 || !((plate_types[b->plate_type >> 6] >> (b->plate_type & 63)) & 1)) return 0;
+    if (!b->serial || !b->plate_len) return 0;
+    if (b->reason >= 64 || !((reasons >> b->reason) & 1)) return 0;
+    if (b->presentation >= 64 || !((presentations >> b->presentation) & 1)) return 0;
+    return (long long)b->valid_until >= first_month && (long long)b->valid_until <= last_month &&
+           (long long)b->valid_from_day <= last_day && b->issued_at >= first_instant && b->issued_at <= last_instant;
+}
+
+/* ---- index_keys: MurmurHash3 fmix64 folded over zero-padded little-endian words --------------- */
+static uint64_t fmix(uint64_t h) {
+    h ^= h >> 33;
+    h *= 0xFF51AFD7ED558CCDull;
+    h ^= h >> 33;
+    h *= 0xC4CEB9FE1A85EC53ull;
+    return h ^ (h >> 33);
+}
+
+static uint64_t fold(uint64_t seed, const unsigned char *key, Py_ssize_t n, Py_ssize_t width) {
+    Py_ssize_t words = (width > n + 7 ? width : n + 7) / 8;
+    uint64_t h = seed;
+    for (Py_ssize_t w = 0; w < words; w++) {
+        uint64_t x = 0;
+        for (int k = 0; k < 8; k++) {
+            Py_ssize_t at = w * 8 + k;
+            if (at < n) x |= (uint64_t)key[at] << (8 * k);
+        }
+        h = fmix(h ^ x);
+    }
+    return h;
+}
+
+#define PLATE_SEED 0x706C617465000000ull
+#define VIN_SEED 0x76696E0000000000ull
+
+/* ---- the index probe: ValidityIndex.for_mark's first candidate, when its VIN hash agrees ------- */
+typedef struct {
+    uint64_t serial;
+    unsigned valid_until, status;
+} Row;
+
+static inline uint64_t u64_at(const unsigned char *p) { uint64_t v; memcpy(&v, p, 8); return v; }
+static inline unsigned u16_at(const unsigned char *p) { return (unsigned)p[0] | (unsigned)p[1] << 8; }
+
+/* 1 found (row filled), 0 not plainly found (the Python path decides), -1 a Python error. */
+static int probe(PyObject *rows, PyObject *lookup, uint64_t plate_key, uint64_t vin_key, Row *row) {
+    Py_buffer rb, ib, db;
+    int found = 0;
+    PyObject *ids = PyObject_GetAttr(lookup, str_ids), *directory = PyObject_GetAttr(lookup, str_directory);
+    PyObject *bits_obj = PyObject_GetAttr(lookup, str_bits), *delta = PyObject_GetAttr(lookup, str_delta);
+    if (!ids || !directory || !bits_obj || !delta) goto fail_attrs;
+    long bits = PyLong_AsLong(bits_obj);
+    if (bits < 1 || bits > 32 || !PyDict_Check(delta)) goto fail_attrs;
+    if (PyObject_GetBuffer(rows, &rb, PyBUF_SIMPLE)) goto fail_attrs;
+    if (PyObject_GetBuffer(ids, &ib, PyBUF_SIMPLE)) goto fail_rows;
+    if (PyObject_GetBuffer(directory, &db, PyBUF_SIMPLE)) goto fail_ids;
+    Py_ssize_t n_rows = rb.len / ROW_SIZE, n_ids = ib.len / 4, n_dir = db.len / 4;
+    const unsigned char *r = rb.buf;
+    const uint32_t *idv = ib.buf, *dirv = db.buf;
+    /* The first candidate whose row carries the plate's hash and is present (for_mark's order:
+       the delta's newest, then the base bucket's run). */
+    long long first = -1;
+    PyObject *key = PyLong_FromUnsignedLongLong(plate_key);
+    if (!key) goto error;
+    PyObject *newest = PyDict_GetItemWithError(delta, key);
+    Py_DECREF(key);
+    if (!newest && PyErr_Occurred()) goto error;
+    if (newest) {
+        long long i = PyLong_AsLongLong(newest);
+        if (i == -1 && PyErr_Occurred()) goto error;
+        if (i >= 0 && i < n_rows && u64_at(r + i * ROW_SIZE + 8) == plate_key && (r[i * ROW_SIZE + 33] & 1)) first = i;
+    }
+    if (first < 0) {
+        uint64_t bucket = plate_key >> (64 - bits);
+        if ((Py_ssize_t)bucket + 1 < n_dir) {
+            uint32_t start = dirv[bucket], end = dirv[bucket + 1];
+            for (uint32_t k = start; k < end && k < (uint32_t)n_ids; k++) {
+                uint32_t i = idv[k];
+                if (i < n_rows && u64_at(r + (Py_ssize_t)i * ROW_SIZE + 8) == plate_key &&
+                    (r[(Py_ssize_t)i * ROW_SIZE + 33] & 1)) {
+                    first = i;
+                    break;
+                }
+            }
+        }
+    }
+    if (first >= 0 && u64_at(r + first * ROW_SIZE + 16) == vin_key) {
+        const unsigned char *at = r + first * ROW_SIZE;
+        row->serial = u64_at(at);
+        row->valid_until = u16_at(at + 26);
+        row->status = u16_at(at + 28);
+        found = 1;
+    }
+    PyBuffer_Release(&db);
+    PyBuffer_Release(&ib);
+    PyBuffer_Release(&rb);
+    Py_DECREF(ids); Py_DECREF(directory); Py_DECREF(bits_obj); Py_DECREF(delta);
+    return found;
+error:
+    PyBuffer_Release(&db);
+fail_ids:
+    PyBuffer_Release(&ib);
+fail_rows:
+    PyBuffer_Release(&rb);
+fail_attrs:
+    Py_XDECREF(ids); Py_XDECREF(directory); Py_XDECREF(bits_obj); Py_XDECREF(delta);
+    return PyErr_Occurred() ? -1 : 0;
+}
+
+/* The index under its lock, taken without waiting. */
+static int probe_index(PyObject *index, uint64_t plate_key, uint64_t vin_key, uint64_t serial, Row *row) {
+    PyObject *lock = PyObject_GetAttr(index, str_lock);
+    if (!lock) return -1;
+    PyObject *no = Py_False;
+    PyObject *taken = PyObject_CallMethodOneArg(lock, str_acquire, no);
+    if (!taken) { Py_DECREF(lock); return -1; }
+    int got = taken == Py_True;
+    Py_DECREF(taken);
+    if (!got) { Py_DECREF(lock); return 0; }
+    int found = -1;
+    PyObject *rows = PyObject_GetAttr(index, str_rows), *lookup = PyObject_GetAttr(index, str_by_plate);
+    PyObject *revoked = PyObject_GetAttr(index, str_revoked);
+    if (rows && lookup && revoked) {
+        found = probe(rows, lookup, plate_key, vin_key, row);
+        if (found == 1) {
+            PyObject *s = PyLong_FromUnsignedLongLong(serial);
+            int is_revoked = s ? PySet_Contains(revoked, s) : -1;
+            Py_XDECREF(s);
+            found = is_revoked < 0 ? -1 : is_revoked ? 0 : 1;
+        }
+    }
+    Py_XDECREF(rows); Py_XDECREF(lookup); Py_XDECREF(revoked);
+    PyObject *released = PyObject_CallMethodNoArgs(lock, str_release);
+    Py_DECREF(lock);
+    if (!released) return -1;
+    Py_DECREF(released);
+    return found;
+}
+
+/* ---- verify(text, seal_keys, keys, index, now, on_day, on_month, check_signature) ------------ */
+static PyObject *FORGED_SIGNATURE;
+
+static PyObject *verify(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 8) { PyErr_SetString(PyExc_TypeError, "verify takes 8 arguments"); return NULL; }
+    PyObject *text = args[0], *seal_keys = args[1], *keys = args[2], *index = args[3];
+    double now = PyFloat_AsDouble(args[4]);
+    long long on_day = PyLong_AsLongLong(args[5]), on_month = PyLong_AsLongLong(args[6]);
+    int check_signature = PyObject_IsTrue(args[7]);
+    if (PyErr_Occurred() || check_signature < 0) return NULL;
+    if (!PyUnicode_Check(text) || !PyDict_Check(seal_keys) || !PyDict_Check(keys)) {
+        PyErr_SetString(PyExc_TypeError, "verify(str, dict, dict, index, ...)");
+        return NULL;
+    }
+    /* 1-3. Bound, prefix, Base45 (ASCII only: anything else is the Python path's to refuse). */
+    if (!PyUnicode_IS_ASCII(text)) Py_RETURN_NONE;
+    Py_ssize_t n = PyUnicode_GET_LENGTH(text);
+    const unsigned char *s = PyUnicode_1BYTE_DATA(text);
+    if (n > MAX_TEXT || n < 4 || memcmp(s, "VM1:", 4)) Py_RETURN_NONE;
+    unsigned char envelope[MAX_ENVELOPE], opened[MAX_ENVELOPE];
+    Py_ssize_t size = b45decode(s + 4, n - 4, envelope);
+    if (size < 1) Py_RETURN_NONE;
+    /* 4. The seal. */
+    const unsigned char *inner;
+    Py_ssize_t inner_len;
+    if (envelope[0] == 0x01) {
+        if (size < SEAL_HEADER + TAG) Py_RETURN_NONE;
+        PyObject *id = PyLong_FromLong((long)envelope[1] << 8 | envelope[2]);
+        if (!id) return NULL;
+        PyObject *key = PyDict_GetItemWithError(seal_keys, id);
+        Py_DECREF(id);
+        if (!key) { if (PyErr_Occurred()) return NULL; Py_RETURN_NONE; }
+        if (!PyBytes_Check(key) || PyBytes_GET_SIZE(key) != 32) Py_RETURN_NONE;
+        unsigned char ad[4 + SEAL_HEADER];
+        memcpy(ad, "VM1:", 4);
+        memcpy(ad + 4, envelope, SEAL_HEADER);
+        unsigned long long m_len = 0;
+        if (aead_decrypt(opened, &m_len, NULL, envelope + SEAL_HEADER, (unsigned long long)(size - SEAL_HEADER), ad,
+                         sizeof ad, envelope + 3, (const unsigned char *)PyBytes_AS_STRING(key)))
+            Py_RETURN_NONE; /* altered: the Python path says FORGED with its explanation */
+        inner = opened, inner_len = (Py_ssize_t)m_len;
+    } else if (envelope[0] == 0x02) {
+        inner = envelope + 1, inner_len = size - 1;
+    } else {
+        Py_RETURN_NONE;
+    }
+    /* 5-6. Key id, signature, body and the body's form. */
+    if (inner_len <= 2 + SIG) Py_RETURN_NONE;
+    unsigned key_id = (unsigned)inner[0] << 8 | inner[1];
+    const unsigned char *signature = inner + 2, *body = inner + 2 + SIG;
+    Py_ssize_t body_len = inner_len - 2 - SIG;
+    Body b;
+    if (parse_body(body, body + body_len, &b) || !body_in_form(&b)) Py_RETURN_NONE;
+    PyObject *plate = PyUnicode_DecodeUTF8((const char *)b.plate, b.plate_len, "strict");
+    if (!plate) { PyErr_Clear(); Py_RETURN_NONE; }
+    PyObject *vin = PyUnicode_DecodeUTF8((const char *)(b.vin_len ? b.vin : (const unsigned char *)""), b.vin_len, "strict");
+    if (!vin) { PyErr_Clear(); Py_DECREF(plate); Py_RETURN_NONE; }
+    PyObject *result = NULL, *signed_triple = NULL;
+    Row row = {0, 0, 0};
+    /* 7. A known key: (public key, revoked, last issued_at it may sign, or None). */
+    PyObject *id = PyLong_FromUnsignedLong(key_id);
+    if (!id) goto done;
+    PyObject *entry = PyDict_GetItemWithError(keys, id);
+    Py_DECREF(id);
+    if (!entry) { if (!PyErr_Occurred()) result = Py_NewRef(Py_None); goto done; }
+    if (!PyTuple_Check(entry) || PyTuple_GET_SIZE(entry) != 3) { result = Py_NewRef(Py_None); goto done; }
+    PyObject *public_key = PyTuple_GET_ITEM(entry, 0), *last_signing = PyTuple_GET_ITEM(entry, 2);
+    if (!PyBytes_Check(public_key) || PyBytes_GET_SIZE(public_key) != 32) { result = Py_NewRef(Py_None); goto done; }
+    unsigned char message[DOMAIN_SIZE + 2 + MAX_ENVELOPE];
+    Py_ssize_t message_len = DOMAIN_SIZE + 2 + body_len;
+    memcpy(message, DOMAIN, DOMAIN_SIZE);
+    message[DOMAIN_SIZE] = (unsigned char)(key_id >> 8), message[DOMAIN_SIZE + 1] = (unsigned char)key_id;
+    memcpy(message + DOMAIN_SIZE + 2, body, (size_t)body_len);
+    if (check_signature) {
+        /* 8. The signature, with the GIL released. */
+        unsigned char sm[SIG + sizeof message], m_out[SIG + sizeof message];
+        memcpy(sm, signature, SIG);
+        memcpy(sm + SIG, message, (size_t)message_len);
+        unsigned long long m_len = 0;
+        unsigned char pk[32];
+        memcpy(pk, PyBytes_AS_STRING(public_key), 32);
+        int bad;
+        Py_BEGIN_ALLOW_THREADS
+        bad = sign_open(m_out, &m_len, sm, (unsigned long long)(SIG + message_len), pk);
+        Py_END_ALLOW_THREADS
+        if (bad) { result = Py_NewRef(FORGED_SIGNATURE); goto done; }
+    } else {
+        signed_triple = Py_BuildValue("(Oy#y#)", public_key, signature, (Py_ssize_t)SIG, message, message_len);
+        if (!signed_triple) goto done;
+    }
+    /* 9. The key's life: revoked, or a mark stamped after it stopped signing -> the Python path. */
+    if (PyTuple_GET_ITEM(entry, 1) != Py_False) { result = Py_NewRef(Py_None); goto done; }
+    if (last_signing != Py_None) {
+        double last = PyFloat_AsDouble(last_signing);
+        if (last == -1.0 && PyErr_Occurred()) goto done;
+        if ((double)b.issued_at > last) { result = Py_NewRef(Py_None); goto done; }
+    }
+    /* 12, 14 (the mark's own dates) before the index: a live QR within its minutes, attested and in validity. */
+    if (b.presentation == (uint64_t)presentation_online && now > (double)b.expires_at) { result = Py_NewRef(Py_None); goto done; }
+    long long valid_from = b.valid_from_day ? (long long)b.valid_from_day
+                                            : (b.issued_at + 8 * 3600 - ((b.issued_at + 8 * 3600) % 86400 + 86400) % 86400) / 86400;
+    if (on_day < valid_from || on_month > (long long)b.valid_until) { result = Py_NewRef(Py_None); goto done; }
+    /* 10, 11, 13. The vehicle holding the plate now, not blocked, this mark current and not revoked,
+       and its recorded validity covering the day (VehicleStanding's common case). */
+    uint64_t plate_key = fold(PLATE_SEED ^ b.plate_type, b.plate, b.plate_len, 16);
+    uint64_t vin_key = fold(VIN_SEED, b.vin, b.vin_len, 24);
+    int found = probe_index(index, plate_key, vin_key, b.serial, &row);
+    if (found < 0) goto done;
+    if (!found || (row.status & blocks_road_mask) || row.serial != b.serial || !row.valid_until ||
+        on_month > (long long)row.valid_until) {
+        result = Py_NewRef(Py_None);
+        goto done;
+    }
+    /* VALID: (serial, plate number, plate type, vin, valid_until month, presentation, issued_at,
+       reason, key id, status bits, recorded valid_until, signed triple or None) */
+    result = Py_BuildValue("(KOkOkkLkIIIO)", (unsigned long long)b.serial, plate, (unsigned long)b.plate_type, vin,
+                           (unsigned long)b.valid_until, (unsigned long)b.presentation, (long long)b.issued_at,
+                           (unsigned long)b.reason, key_id, row.status, row.valid_until,
+                           signed_triple ? signed_triple : Py_None);
+done:
+    Py_XDECREF(signed_triple);
+    Py_DECREF(plate);
+    Py_DECREF(vin);
+    return result;
+}
+
+/* configure(sign_open_address, aead_decrypt_address, plate_types, reasons, presentations,
+ *           (first_month, last_month, last_day, first_instant, last_instant), blocks_road_mask, online) */
+static PyObject *configure(PyObject *self, PyObject *args) {
+    unsigned long long sign_address, aead_address, types_low, types_high, reason_mask, presentation_mask;
+    unsigned long blocks;
+    int online;
+    if (!PyArg_ParseTuple(args, "KKKKKK(LLLLL)ki", &sign_address, &aead_address, &types_low, &types_high,
+                          &reason_mask, &presentation_mask, &first_month, &last_month, &last_day, &first_instant,
+                          &last_instant, &blocks, &online))
+        return NULL;
+    sign_open = (sign_open_fn)(uintptr_t)sign_address;
+    aead_decrypt = (aead_decrypt_fn)(uintptr_t)aead_address;
+    plate_types[0] = types_low, plate_types[1] = types_high;
+    reasons = reason_mask, presentations = presentation_mask;
+    blocks_road_mask = blocks, presentation_online = online;
+    Py_RETURN_NONE;
+}
+
+/* The hashes alone, for the tests that hold them to server/index_keys.py. */
+static PyObject *key_hashes(PyObject *self, PyObject *args) {
+    unsigned long plate_type;
+    const char *plate, *vin;
+    Py_ssize_t plate_len, vin_len;
+    if (!PyArg_ParseTuple(args, "ky#y#", &plate_type, &plate, &plate_len, &vin, &vin_len)) return NULL;
+    return Py_BuildValue("(KK)", (unsigned long long)fold(PLATE_SEED ^ plate_type, (const unsigned char *)plate, plate_len, 16),
+                         (unsigned long long)fold(VIN_SEED, (const unsigned char *)vin, vin_len, 24));
+}
+
+static PyMethodDef methods[] = {
+    {"verify", (PyCFunction)(void (*)(void))verify, METH_FASTCALL, "One mark: its VALID fields, FORGED_SIGNATURE or None."},
+    {"configure", configure, METH_VARARGS, "The libsodium entry points and the rules' constants."},
+    {"key_hashes", key_hashes, METH_VARARGS, "(plate_hash, vin_hash) as index_keys computes them."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_hotpath", NULL, -1, methods, NULL, NULL, NULL, NULL};
+
+PyMODINIT_FUNC PyInit__hotpath(void) {
+    init_b45();
+    PyObject *m = PyModule_Create(&module);
+    if (!m) return NULL;
+#define NAME(var, text) if (!(var = PyUnicode_InternFromString(text))) return NULL;
+    NAME(str_lock, "_lock") NAME(str_rows, "_rows") NAME(str_by_plate, "_by_plate") NAME(str_revoked, "_revoked")
+    NAME(str_delta, "delta") NAME(str_ids, "ids") NAME(str_directory, "directory") NAME(str_bits, "bits")
+    NAME(str_acquire, "acquire") NAME(str_release, "release")
+    FORGED_SIGNATURE = PyUnicode_InternFromString("FORGED_SIGNATURE");
+    if (!FORGED_SIGNATURE || PyModule_AddObjectRef(m, "FORGED_SIGNATURE", FORGED_SIGNATURE)) return NULL;
+    return m;
+}
