@@ -6,9 +6,10 @@
  * when a mark is plainly VALID, returning its fields, and otherwise returns None, and the caller
  * runs the Python path, which gives the verdict and its explanation. So anything unusual (another
  * verdict, an odd but legal encoding, a lock held by a writer) costs the Python path, never a
- * different answer. Two more answers are definite: FORGED_SIGNATURE (the seal opened, the key is
- * known, the Ed25519 signature fails) and, with check_signature false, the signed triple for the
- * caller's signature engine (VerifyBatch).
+ * different answer. Three more answers: FORGED_SIGNATURE (the seal opened, the key is known, the
+ * Ed25519 signature fails: step 8's verdict), AUTHENTIC (None, but with steps 1-8 passed here, so
+ * the Python path judges without checking the signature again) and, with check_signature false,
+ * the VALID fields with the signed triple for the caller's signature engine (VerifyBatch).
  *
  * Cryptography is libsodium's, the copy PyNaCl already loads: server/hotpath.py hands over the
  * addresses of crypto_sign_open and crypto_aead_chacha20poly1305_ietf_decrypt, so nothing here links
@@ -277,7 +278,8 @@ static int probe_index(PyObject *index, uint64_t plate_key, uint64_t vin_key, ui
 }
 
 /* ---- verify(text, seal_keys, keys, index, now, on_day, on_month, check_signature) ------------ */
-static PyObject *FORGED_SIGNATURE;
+/* -> the VALID tuple, FORGED_SIGNATURE, AUTHENTIC or None (see the top of this file). */
+static PyObject *FORGED_SIGNATURE, *AUTHENTIC;
 
 static PyObject *verify(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     if (nargs != 8) { PyErr_SetString(PyExc_TypeError, "verify takes 8 arguments"); return NULL; }
@@ -333,7 +335,7 @@ static PyObject *verify(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     if (!plate) { PyErr_Clear(); Py_RETURN_NONE; }
     PyObject *vin = PyUnicode_DecodeUTF8((const char *)(b.vin_len ? b.vin : (const unsigned char *)""), b.vin_len, "strict");
     if (!vin) { PyErr_Clear(); Py_DECREF(plate); Py_RETURN_NONE; }
-    PyObject *result = NULL, *signed_triple = NULL;
+    PyObject *result = NULL, *signed_triple = NULL, *fallback = Py_None;
     Row row = {0, 0, 0};
     /* 7. A known key: (public key, revoked, last issued_at it may sign, or None). */
     PyObject *id = PyLong_FromUnsignedLong(key_id);
@@ -362,22 +364,23 @@ static PyObject *verify(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         bad = sign_open(m_out, &m_len, sm, (unsigned long long)(SIG + message_len), pk);
         Py_END_ALLOW_THREADS
         if (bad) { result = Py_NewRef(FORGED_SIGNATURE); goto done; }
+        fallback = AUTHENTIC; /* from here the Python path need not check the signature again */
     } else {
         signed_triple = Py_BuildValue("(Oy#y#)", public_key, signature, (Py_ssize_t)SIG, message, message_len);
         if (!signed_triple) goto done;
     }
     /* 9. The key's life: revoked, or a mark stamped after it stopped signing -> the Python path. */
-    if (PyTuple_GET_ITEM(entry, 1) != Py_False) { result = Py_NewRef(Py_None); goto done; }
+    if (PyTuple_GET_ITEM(entry, 1) != Py_False) { result = Py_NewRef(fallback); goto done; }
     if (last_signing != Py_None) {
         double last = PyFloat_AsDouble(last_signing);
         if (last == -1.0 && PyErr_Occurred()) goto done;
-        if ((double)b.issued_at > last) { result = Py_NewRef(Py_None); goto done; }
+        if ((double)b.issued_at > last) { result = Py_NewRef(fallback); goto done; }
     }
     /* 12, 14 (the mark's own dates) before the index: a live QR within its minutes, attested and in validity. */
-    if (b.presentation == (uint64_t)presentation_online && now > (double)b.expires_at) { result = Py_NewRef(Py_None); goto done; }
+    if (b.presentation == (uint64_t)presentation_online && now > (double)b.expires_at) { result = Py_NewRef(fallback); goto done; }
     long long valid_from = b.valid_from_day ? (long long)b.valid_from_day
                                             : (b.issued_at + 8 * 3600 - ((b.issued_at + 8 * 3600) % 86400 + 86400) % 86400) / 86400;
-    if (on_day < valid_from || on_month > (long long)b.valid_until) { result = Py_NewRef(Py_None); goto done; }
+    if (on_day < valid_from || on_month > (long long)b.valid_until) { result = Py_NewRef(fallback); goto done; }
     /* 10, 11, 13. The vehicle holding the plate now, not blocked, this mark current and not revoked,
        and its recorded validity covering the day (VehicleStanding's common case). */
     uint64_t plate_key = fold(PLATE_SEED ^ b.plate_type, b.plate, b.plate_len, 16);
@@ -386,7 +389,7 @@ static PyObject *verify(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     if (found < 0) goto done;
     if (!found || (row.status & blocks_road_mask) || row.serial != b.serial || !row.valid_until ||
         on_month > (long long)row.valid_until) {
-        result = Py_NewRef(Py_None);
+        result = Py_NewRef(fallback);
         goto done;
     }
     /* VALID: (serial, plate number, plate type, vin, valid_until month, presentation, issued_at,
@@ -448,6 +451,8 @@ PyMODINIT_FUNC PyInit__hotpath(void) {
     NAME(str_delta, "delta") NAME(str_ids, "ids") NAME(str_directory, "directory") NAME(str_bits, "bits")
     NAME(str_acquire, "acquire") NAME(str_release, "release")
     FORGED_SIGNATURE = PyUnicode_InternFromString("FORGED_SIGNATURE");
+    AUTHENTIC = PyUnicode_InternFromString("AUTHENTIC");
     if (!FORGED_SIGNATURE || PyModule_AddObjectRef(m, "FORGED_SIGNATURE", FORGED_SIGNATURE)) return NULL;
+    if (!AUTHENTIC || PyModule_AddObjectRef(m, "AUTHENTIC", AUTHENTIC)) return NULL;
     return m;
 }

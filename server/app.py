@@ -32,6 +32,7 @@ from vimark.server.audit_service import AuditService
 from vimark.server.auth import Authenticator, CertificateAuth, DevAuth, server_credentials
 from vimark.server.batcher import SignatureEngine
 from vimark.server.demo import seed_demo
+from vimark.server.gc_pauses import GcPauses, freeze_what_start_up_made
 from vimark.server.guard import CallGuard
 from vimark.server.index import ValidityIndex
 from vimark.server.issuer import Issuer
@@ -113,6 +114,7 @@ class ServerConfig:
     terminal_keys_dir: Path | None = None
     terminal_refresh: dt.timedelta = dt.timedelta(minutes=1)
     checkpoints: CheckpointConfig | None = None  # None: the index is read from the store at each start
+    freeze_heap: bool = False  # gc.freeze() once loaded (server/gc_pauses.py): `vimark serve` sets it
 
 
 REFLECTION_V1 = "grpc.reflection.v1.ServerReflection"
@@ -198,6 +200,7 @@ class VimarkServer:
         self.signatures = SignatureEngine(observe=self.metrics.signature_batch_size.observe)
         self.verifier = Verifier(self.index, self.keys, config.clock, config.rule_config, signatures=self.signatures)
         self.audit = AuditLog(self.store, self.metrics)
+        self.gc_pauses = GcPauses(self.metrics.gc_pause_seconds)
         self.health = health.HealthServicer()
         self._stop = threading.Event()
         self._stopping = threading.Event()
@@ -323,6 +326,7 @@ class VimarkServer:
                 ) from None
             self._http = http
         self.audit.start()
+        self.gc_pauses.start()
         self.signatures.start()
         self.server.start()
         self._spawn(self._load_then_tail, "vimark-index")
@@ -366,6 +370,8 @@ class VimarkServer:
                 pause = min(pause * 2, MAX_DATABASE_RETRY_SECONDS)
         if self._stop.is_set():
             return
+        if self.config.freeze_heap:
+            freeze_what_start_up_made()
         self.readiness.mark_ready()
         if self.config.checkpoints is not None:
             self._spawn(self._checkpoint_periodically, "vimark-checkpoint")
@@ -429,6 +435,7 @@ class VimarkServer:
         if self.sync.ready and self.config.checkpoints is not None:  # the next start maps it
             self.sync.checkpoint_if_due(every=0.0)
         self.audit.close()  # what drained calls recorded is written before the store closes
+        self.gc_pauses.stop()
         if self._http is not None:
             self._http.stop()
         self.store.close()

@@ -86,6 +86,13 @@ class Metrics:
             buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 1000),
             registry=self.registry,
         )
+        self.gc_pause_seconds = Histogram(
+            "vimark_gc_pause_seconds",
+            "Garbage-collection pauses (every Python thread stopped), by generation",
+            ["generation"],
+            buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25),
+            registry=self.registry,
+        )
 
     def rpc_finished(self, rpc: str, code: str, seconds: float) -> None:
         self._child(self.rpc_seconds, rpc, code).observe(seconds)

@@ -30,7 +30,7 @@ from vimark.client.messages import LANGUAGES
 from vimark.client.trust import TrustList
 from vimark.server import hotpath, index_keys
 from vimark.server.batcher import SignatureEngine
-from vimark.server.hotpath import FORGED_SIGNATURE, ValidMark
+from vimark.server.hotpath import AUTHENTIC, FORGED_SIGNATURE, ValidMark
 from vimark.server.index import ValidityIndex
 from vimark.server.policy import View
 from vimark.server.records import Change, VehicleRecord
@@ -142,6 +142,10 @@ def _agrees(verifier: Verifier, text: str, trust: TrustList = TRUST, now: dt.dat
                 assert valid_response(found, view, language) == verify_response(python, view, language)
     elif found is FORGED_SIGNATURE:
         assert python.verdict == Verdict.VERDICT_FORGED and python.facts["detail"] == "the signature does not verify"
+    elif found is AUTHENTIC:  # steps 1-8 passed here: the Python path refuses the mark at none of them
+        refused = python.verdict in (Verdict.VERDICT_MALFORMED, Verdict.VERDICT_UNKNOWN_KEY, Verdict.VERDICT_FORGED)
+        assert not refused or str(python.facts["detail"]).startswith("stamped after key")  # step 9
+        assert verifier.check(text) == python
     else:
         assert found is None, found
     return found
@@ -176,7 +180,7 @@ def test_valid_marks_are_answered_with_the_python_fields_and_reply() -> None:
 def test_every_other_state_goes_to_the_python_path() -> None:
     verifier = _verifier(_index(revoked=(1001,)))
     for text in [*OTHER_TEXTS, VALID_TEXTS[0]]:  # mark 1001 revoked now
-        assert _agrees(verifier, text) is None
+        assert _agrees(verifier, text) is AUTHENTIC  # their signatures are good
         assert verifier.check(text) == verifier.verify(text)
 
 
@@ -221,7 +225,7 @@ def test_a_failing_signature_is_forged() -> None:
 def test_a_writer_holding_the_index_sends_the_mark_to_the_python_path() -> None:
     verifier = _verifier()
     with verifier.index._lock:  # type: ignore[attr-defined]
-        assert verifier.hot is not None and verifier.hot.check(VALID_TEXTS[0], TRUST, NOW, TODAY) is None
+        assert verifier.hot is not None and verifier.hot.check(VALID_TEXTS[0], TRUST, NOW, TODAY) is AUTHENTIC
     assert isinstance(verifier.hot.check(VALID_TEXTS[0], TRUST, NOW, TODAY), ValidMark)
 
 
@@ -232,7 +236,7 @@ def test_a_changed_vehicle_is_seen_at_once() -> None:
     verifier = _verifier(index)
     moved = dataclasses.replace(VEHICLES[0], current_serial=5000)
     index.apply([Change(2, moved, None)])
-    assert _agrees(verifier, VALID_TEXTS[0]) is None
+    assert _agrees(verifier, VALID_TEXTS[0]) is AUTHENTIC
     assert isinstance(_agrees(verifier, _mark(moved)), ValidMark)
 
 

@@ -135,6 +135,7 @@ def test_every_promised_metric_is_scraped(sqlite_url: str, keys_dir: Path, clock
         r'vimark_verdicts_total\{rpc="VerifyBatch",verdict="VERDICT_MALFORMED"\} 1\.0',  # by verdict
         r"vimark_verify_batch_size_count 1\.0",  # batch sizes
         r"vimark_signature_batch_size_count \d",
+        r'vimark_gc_pause_seconds_count\{generation="2"\} \d',  # garbage-collection pauses
         r"vimark_index_vehicles 1\.0",  # index size
         r"vimark_index_bytes [1-9]",
         r"vimark_index_change_id [1-9]",  # change-log position and lag

@@ -4,6 +4,8 @@ Verify's latency at 70% of its peak against echo's at the same offered load."""
 
 from __future__ import annotations
 
+import re
+import time
 from pathlib import Path
 
 from load.bench.ed25519 import ed25519_baseline
@@ -13,6 +15,7 @@ from load.bench.run import Run
 from load.loadgen import Result
 
 BATCH = 256
+GC_PAUSE_LINE = re.compile(r"gc pause ([\d.]+) ms \(generation (\d), ([\d.]+) ms on the CPU\)")  # server/gc_pauses.py
 VERIFY_TARGET, LOOKUP_TARGET, BATCH_TARGET, P99_TARGET_MS = 0.65, 0.85, 0.80, 10.0
 
 
@@ -122,8 +125,13 @@ def verify_latency(run: Run) -> None:
     offered = 0.7 * peak.rate
     open_loop = {"rate": offered, "concurrency": 1000}
     kind, echo = run.echo_baseline("Verify", requests, **open_loop)
+    logged = served.log.stat().st_size
     result = run.load(served.target, "Verify", requests, **open_loop)
     show(f"vimark Verify at {offered:,.0f}/s", result)
+    pauses = gc_pauses_logged(served.log, logged)
+    longest = max(pauses, default=(0.0, 0, 0.0))
+    print(f"  garbage-collection pauses over 5 ms during it: {len(pauses)}; the longest {longest[0]:.1f} ms"
+          f" (generation {longest[1]}, {longest[2]:.1f} ms of it on the CPU)")  # fmt: skip
     p99 = result.percentile(99)
     report(
         run,
@@ -140,4 +148,16 @@ def verify_latency(run: Run) -> None:
         **latency_fields(result),
         echo_p50_ms=round(echo.percentile(50), 3),
         errors=dict(result.errors),
+        gc_pauses_over_5ms=len(pauses),
+        gc_longest_pause_ms=longest[0],
+        gc_longest_pause_cpu_ms=longest[2],
+        gc_pauses_over_5ms_cpu=sum(cpu > 5 for _, _, cpu in pauses),
     )
+
+
+def gc_pauses_logged(log: Path, since: int) -> list[tuple[float, int, float]]:
+    """(ms, generation, ms on the CPU) of each pause over 5 ms the server logged (server/gc_pauses.py)
+    after byte `since` of its log; the server logs them within a second."""
+    time.sleep(1.5)
+    text = log.read_bytes()[since:].decode(errors="replace")
+    return [(float(m[1]), int(m[2]), float(m[3])) for m in GC_PAUSE_LINE.finditer(text)]

@@ -255,6 +255,7 @@ def serve(args: argparse.Namespace) -> int:
         demo_vehicles=args.demo,
         shutdown_delay=args.shutdown_delay,
         terminal_keys_dir=args.terminal_keys,
+        freeze_heap=True,  # this process only serves: its start-up objects need no collecting
     )
     if config.tls is None:
         logging.warning(
