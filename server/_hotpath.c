@@ -88,9 +88,10 @@ typedef struct {
     int64_t issued_at, expires_at;
 } Body;
 
-static int varint(const unsigned char **p, const unsigned char *end, uint64_t *value) {
+/* A varint of at most `most` bytes (10 for a number; upb reads a length from at most 5). */
+static int varint_of(const unsigned char **p, const unsigned char *end, uint64_t *value, int most) {
     uint64_t v = 0;
-    for (int shift = 0; shift < 70; shift += 7) {
+    for (int shift = 0; shift < 7 * most; shift += 7) {
         if (*p >= end) return -1;
         unsigned char byte = *(*p)++;
         if (shift == 63 && byte > 1) return -1; /* more than 64 bits: upb's reading differs */
@@ -101,6 +102,10 @@ static int varint(const unsigned char **p, const unsigned char *end, uint64_t *v
         }
     }
     return -1;
+}
+
+static int varint(const unsigned char **p, const unsigned char *end, uint64_t *value) {
+    return varint_of(p, end, value, 10);
 }
 
 /* Fields 1-10, each once, with their declared wire types; anything else -> -1 (the Python path). */
@@ -115,7 +120,7 @@ static int parse_body(const unsigned char *p, const unsigned char *end, Body *b)
         seen |= 1u << field;
         if (field == 2 || field == 4) {
             uint64_t len;
-            if (wire != 2 || varint(&p, end, &len) || len > (uint64_t)(end - p)) return -1;
+            if (wire != 2 || varint_of(&p, end, &len, 5) || len > (uint64_t)(end - p)) return -1;
             if (field == 2) b->plate = p, b->plate_len = (Py_ssize_t)len;
             else b->vin = p, b->vin_len = (Py_ssize_t)len;
             p += len;
@@ -186,9 +191,10 @@ static inline unsigned u16_at(const unsigned char *p) { return (unsigned)p[0] | 
 static int probe(PyObject *rows, PyObject *lookup, uint64_t plate_key, uint64_t vin_key, Row *row) {
     Py_buffer rb, ib, db;
     int found = 0;
-    PyObject *ids = PyObject_GetAttr(lookup, str_ids), *directory = PyObject_GetAttr(lookup, str_directory);
-    PyObject *bits_obj = PyObject_GetAttr(lookup, str_bits), *delta = PyObject_GetAttr(lookup, str_delta);
-    if (!ids || !directory || !bits_obj || !delta) goto fail_attrs;
+    PyObject *ids = NULL, *directory = NULL, *bits_obj = NULL, *delta = NULL;
+    if (!(ids = PyObject_GetAttr(lookup, str_ids)) || !(directory = PyObject_GetAttr(lookup, str_directory)) ||
+        !(bits_obj = PyObject_GetAttr(lookup, str_bits)) || !(delta = PyObject_GetAttr(lookup, str_delta)))
+        goto fail_attrs;
     long bits = PyLong_AsLong(bits_obj);
     if (bits < 1 || bits > 32 || !PyDict_Check(delta)) goto fail_attrs;
     if (PyObject_GetBuffer(rows, &rb, PyBUF_SIMPLE)) goto fail_attrs;
@@ -247,32 +253,29 @@ fail_attrs:
     return PyErr_Occurred() ? -1 : 0;
 }
 
-/* The index under its lock, taken without waiting. */
+/* The index under its lock, taken without waiting. 1 found and not revoked, 0 otherwise: a lock
+   held by a writer, and equally any error reading the index (cleared: the Python path reads the
+   same index and reports what is wrong with it). */
 static int probe_index(PyObject *index, uint64_t plate_key, uint64_t vin_key, uint64_t serial, Row *row) {
     PyObject *lock = PyObject_GetAttr(index, str_lock);
-    if (!lock) return -1;
-    PyObject *no = Py_False;
-    PyObject *taken = PyObject_CallMethodOneArg(lock, str_acquire, no);
-    if (!taken) { Py_DECREF(lock); return -1; }
+    if (!lock) { PyErr_Clear(); return 0; }
+    PyObject *taken = PyObject_CallMethodOneArg(lock, str_acquire, Py_False);
     int got = taken == Py_True;
-    Py_DECREF(taken);
-    if (!got) { Py_DECREF(lock); return 0; }
-    int found = -1;
-    PyObject *rows = PyObject_GetAttr(index, str_rows), *lookup = PyObject_GetAttr(index, str_by_plate);
-    PyObject *revoked = PyObject_GetAttr(index, str_revoked);
-    if (rows && lookup && revoked) {
-        found = probe(rows, lookup, plate_key, vin_key, row);
-        if (found == 1) {
-            PyObject *s = PyLong_FromUnsignedLongLong(serial);
-            int is_revoked = s ? PySet_Contains(revoked, s) : -1;
-            Py_XDECREF(s);
-            found = is_revoked < 0 ? -1 : is_revoked ? 0 : 1;
-        }
+    Py_XDECREF(taken);
+    if (!got) { PyErr_Clear(); Py_DECREF(lock); return 0; }
+    int found = 0;
+    PyObject *rows = NULL, *lookup = NULL, *revoked = NULL;
+    if ((rows = PyObject_GetAttr(index, str_rows)) && (lookup = PyObject_GetAttr(index, str_by_plate)) &&
+        (revoked = PyObject_GetAttr(index, str_revoked)) && probe(rows, lookup, plate_key, vin_key, row) == 1) {
+        PyObject *s = PyLong_FromUnsignedLongLong(serial);
+        found = s && PySet_Contains(revoked, s) == 0;
+        Py_XDECREF(s);
     }
+    PyErr_Clear();
     Py_XDECREF(rows); Py_XDECREF(lookup); Py_XDECREF(revoked);
     PyObject *released = PyObject_CallMethodNoArgs(lock, str_release);
     Py_DECREF(lock);
-    if (!released) return -1;
+    if (!released) return -1; /* the lock is broken: say so */
     Py_DECREF(released);
     return found;
 }
@@ -335,14 +338,15 @@ static PyObject *verify(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     if (!plate) { PyErr_Clear(); Py_RETURN_NONE; }
     PyObject *vin = PyUnicode_DecodeUTF8((const char *)(b.vin_len ? b.vin : (const unsigned char *)""), b.vin_len, "strict");
     if (!vin) { PyErr_Clear(); Py_DECREF(plate); Py_RETURN_NONE; }
-    PyObject *result = NULL, *signed_triple = NULL, *fallback = Py_None;
+    PyObject *result = NULL, *signed_triple = NULL, *fallback = Py_None, *entry = NULL;
     Row row = {0, 0, 0};
     /* 7. A known key: (public key, revoked, last issued_at it may sign, or None). */
     PyObject *id = PyLong_FromUnsignedLong(key_id);
     if (!id) goto done;
-    PyObject *entry = PyDict_GetItemWithError(keys, id);
+    entry = PyDict_GetItemWithError(keys, id);
     Py_DECREF(id);
     if (!entry) { if (!PyErr_Occurred()) result = Py_NewRef(Py_None); goto done; }
+    Py_INCREF(entry); /* held across the GIL's release below */
     if (!PyTuple_Check(entry) || PyTuple_GET_SIZE(entry) != 3) { result = Py_NewRef(Py_None); goto done; }
     PyObject *public_key = PyTuple_GET_ITEM(entry, 0), *last_signing = PyTuple_GET_ITEM(entry, 2);
     if (!PyBytes_Check(public_key) || PyBytes_GET_SIZE(public_key) != 32) { result = Py_NewRef(Py_None); goto done; }
@@ -399,6 +403,7 @@ static PyObject *verify(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
                            (unsigned long)b.reason, key_id, row.status, row.valid_until,
                            signed_triple ? signed_triple : Py_None);
 done:
+    Py_XDECREF(entry);
     Py_XDECREF(signed_triple);
     Py_DECREF(plate);
     Py_DECREF(vin);

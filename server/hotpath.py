@@ -39,7 +39,7 @@ def _load() -> Any:
     fields: Mapping[str, Any] = ROW.fields or {}
     layout = {name: field[1] for name, field in fields.items()}
     expected = {"serial": 0, "plate_hash": 8, "vin_hash": 16, "valid_until": 26, "status": 28, "flags": 33}
-    if ROW.itemsize != 34 or any(layout[k] != v for k, v in expected.items()):
+    if ROW.itemsize != 34 or any(layout.get(k) != v for k, v in expected.items()):
         return None
 
     def address(name: str) -> int:
@@ -95,12 +95,12 @@ class _Keys(NamedTuple):
 def _keys_of(trust: TrustList) -> _Keys:
     """The trust list as the extension reads it: key id -> (public key, revoked, last instant it signs)."""
     keys = {
-        k.key_id: (
+        key_id: (  # by the mapping's key, as TrustList.claim looks it up
             k.public_key,
             k.status == REVOKED,
             None if k.valid_until is None else (k.valid_until + RETIREMENT_SKEW).timestamp(),
         )
-        for k in trust.keys.values()
+        for key_id, k in trust.keys.items()
     }
     return _Keys(trust, dict(trust.seal_keys), keys)
 
@@ -131,4 +131,8 @@ class HotPath:
 
 
 def hot_path_for(index: object) -> HotPath | None:
-    return HotPath(index) if native is not None else None
+    """The compiled path over `index` when it is built and `index` is a ValidityIndex (whose
+    arrays it reads), else None."""
+    from vimark.server.index import ValidityIndex
+
+    return HotPath(index) if native is not None and isinstance(index, ValidityIndex) else None

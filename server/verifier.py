@@ -160,9 +160,10 @@ class Verifier:
         (its signature checked there, the GIL released), else the Python path's Verification."""
         now = self.clock()
         on = at or china_date(now)
-        found = self.hot.check(qr_text, self.trust.current(), now, on) if self.hot is not None else None
+        trust = self.trust.current()  # one trust list for the whole check (keys may be reloaded meanwhile)
+        found = self.hot.check(qr_text, trust, now, on) if self.hot is not None else None
         if found is None or found is AUTHENTIC:
-            return self._verify(qr_text, now, on, authentic=found is AUTHENTIC)
+            return self._verify(qr_text, now, on, trust, authentic=found is AUTHENTIC)
         return _forged_signature() if found is FORGED_SIGNATURE else found  # type: ignore[return-value]
 
     def verify_many(self, qr_texts: list[str], at: dt.date | None = None) -> list[Verification]:
@@ -227,15 +228,15 @@ class Verifier:
     def verify(self, qr_text: str, at: dt.date | None = None) -> Verification:
         """The Python path alone: every verdict with its explanation and facts."""
         now = self.clock()
-        return self._verify(qr_text, now, at or china_date(now))
+        return self._verify(qr_text, now, at or china_date(now), self.trust.current())
 
-    def _verify(self, qr_text: str, now: dt.datetime, on: dt.date, authentic: bool = False) -> Verification:
-        """`authentic`: the compiled path has checked steps 1-8 (its signature) already."""
+    def _verify(
+        self, qr_text: str, now: dt.datetime, on: dt.date, trust: TrustList, authentic: bool = False
+    ) -> Verification:
+        """`authentic`: the compiled path has checked steps 1-8 (its signature) against `trust` already."""
         try:
-            if authentic:
-                certificate = self.trust.current().claim(qr_text).conclude(True)
-            else:
-                certificate = self.authenticate(qr_text)
+            claim = trust.claim(qr_text)
+            certificate = claim.conclude(True if authentic else self.signatures.check(*claim.signed))
         except CertificateError as exc:
             return _refused(exc)
         return self._judge(certificate, now, on)

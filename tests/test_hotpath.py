@@ -71,6 +71,11 @@ def _vehicle(i: int, **changes: Any) -> VehicleRecord:
     return dataclasses.replace(v, **changes)
 
 
+def _signed(body_bytes: bytes, sealed: bool = True) -> str:
+    signature = Ed25519PrivateKey.from_private_bytes(signing_seed("test")).sign(cert.signed_message(1, body_bytes))
+    return cert.encode(body_bytes, 1, signature, seal_key() if sealed else None)
+
+
 def _mark(v: VehicleRecord, sealed: bool = True, **changes: Any) -> str:
     body = cert.CertificateBody(
         serial=v.current_serial,
@@ -82,10 +87,11 @@ def _mark(v: VehicleRecord, sealed: bool = True, **changes: Any) -> str:
         reason=cert.IssueReason.ISSUE_REASON_INSPECTION_PASSED,
         presentation=cert.Presentation.PRESENTATION_OFFLINE,
     )
-    body_bytes = dataclasses.replace(body, **changes).to_bytes()
-    key = Ed25519PrivateKey.from_private_bytes(signing_seed("test"))
-    signature = key.sign(cert.signed_message(1, body_bytes))
-    return cert.encode(body_bytes, 1, signature, seal_key() if sealed else None)
+    return _signed(dataclasses.replace(body, **changes).to_bytes(), sealed)
+
+
+def _body_bytes(v: VehicleRecord) -> bytes:
+    return cert.decode(_mark(v), TRUST.seal_keys).body_bytes
 
 
 ALERT_ONLY = next(c for c in STORED_STATUS_LETTERS if STATUS_CODES[c].police_alert and not STATUS_CODES[c].blocks_road)
@@ -219,6 +225,30 @@ def test_a_failing_signature_is_forged() -> None:
     forged = cert.PREFIX + cert.b45encode(bytes(envelope))
     assert _agrees(verifier, forged) is FORGED_SIGNATURE
     assert verifier.check(forged) == verifier.verify(forged)
+
+
+@needs_compiled
+def test_a_signed_body_in_a_form_upb_refuses_is_not_valid() -> None:
+    """A string's length in more than 5 bytes: upb refuses the body (MALFORMED), so must this path."""
+    body = _body_bytes(VEHICLES[0])
+    length = body[body.index(b"\x12") + 1]  # field 2, the plate number
+    overlong = body.replace(b"\x12" + bytes([length]), b"\x12" + bytes([0x80 | length, 0x80, 0x80, 0x80, 0x80, 0]), 1)
+    for text in (_signed(overlong), _signed(overlong, sealed=False)):
+        assert _agrees(_VERIFIER, text) is None
+        assert _VERIFIER.check(text).verdict == Verdict.VERDICT_MALFORMED  # type: ignore[union-attr]
+
+
+def test_only_a_validity_index_gets_the_compiled_path() -> None:
+    class Other:  # another IndexView: its arrays are not the compiled path's to read
+        def for_mark(self, plate_type: str, plate_number: str, vin: str) -> None:
+            return None
+
+        def is_revoked(self, serial: int) -> bool:
+            return False
+
+    verifier = Verifier(Other(), _Fixed(TRUST), lambda: NOW)
+    assert verifier.hot is None
+    assert verifier.check(VALID_TEXTS[0]).verdict == Verdict.VERDICT_UNKNOWN_VEHICLE
 
 
 @needs_compiled
