@@ -428,6 +428,64 @@ static PyObject *configure(PyObject *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
+/* check_signatures([(public key, signature, message), ...]) -> [bool, ...]: libsodium's Ed25519
+   verify of each, the GIL released once for them all (the signature engine's workers, VerifyBatch). */
+static PyObject *check_signatures(PyObject *self, PyObject *items) {
+    PyObject *seq = PySequence_Fast(items, "check_signatures takes a sequence of (public key, signature, message)");
+    if (!seq) return NULL;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    PyObject **triples = PySequence_Fast_ITEMS(seq);
+    /* Each triple's bytes, copied under the GIL: sig || message (what crypto_sign_open takes), the key. */
+    size_t total = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *t = triples[i];
+        if (!PyTuple_Check(t) || PyTuple_GET_SIZE(t) != 3 || !PyBytes_Check(PyTuple_GET_ITEM(t, 0)) ||
+            !PyBytes_Check(PyTuple_GET_ITEM(t, 1)) || !PyBytes_Check(PyTuple_GET_ITEM(t, 2))) {
+            Py_DECREF(seq);
+            PyErr_SetString(PyExc_TypeError, "check_signatures takes (bytes, bytes, bytes) triples");
+            return NULL;
+        }
+        total += (size_t)(32 + PyBytes_GET_SIZE(PyTuple_GET_ITEM(t, 1)) + PyBytes_GET_SIZE(PyTuple_GET_ITEM(t, 2)));
+    }
+    unsigned char *buffer = PyMem_RawMalloc(total + 1), *out = PyMem_RawMalloc(total + 1);
+    size_t *offsets = PyMem_RawMalloc(sizeof(size_t) * (size_t)(2 * n + 1));
+    char *answers = PyMem_RawMalloc((size_t)n + 1);
+    if (!buffer || !out || !offsets || !answers) {
+        PyMem_RawFree(buffer); PyMem_RawFree(out); PyMem_RawFree(offsets); PyMem_RawFree(answers);
+        Py_DECREF(seq);
+        return PyErr_NoMemory();
+    }
+    size_t at = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *pk = PyTuple_GET_ITEM(triples[i], 0), *sig = PyTuple_GET_ITEM(triples[i], 1),
+                 *msg = PyTuple_GET_ITEM(triples[i], 2);
+        offsets[2 * i] = at;
+        answers[i] = PyBytes_GET_SIZE(pk) == 32 && PyBytes_GET_SIZE(sig) == SIG;
+        memcpy(buffer + at, PyBytes_AS_STRING(pk), (size_t)PyBytes_GET_SIZE(pk));
+        at += (size_t)PyBytes_GET_SIZE(pk);
+        offsets[2 * i + 1] = at;
+        memcpy(buffer + at, PyBytes_AS_STRING(sig), (size_t)PyBytes_GET_SIZE(sig));
+        at += (size_t)PyBytes_GET_SIZE(sig);
+        memcpy(buffer + at, PyBytes_AS_STRING(msg), (size_t)PyBytes_GET_SIZE(msg));
+        at += (size_t)PyBytes_GET_SIZE(msg);
+    }
+    offsets[2 * n] = at;
+    Py_BEGIN_ALLOW_THREADS
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (!answers[i]) continue; /* not an Ed25519 key and signature: not authentic */
+        const unsigned char *sm = buffer + offsets[2 * i + 1];
+        size_t sm_len = offsets[2 * i + 2] - offsets[2 * i + 1];
+        unsigned long long m_len = 0;
+        answers[i] = sign_open(out, &m_len, sm, sm_len, buffer + offsets[2 * i]) == 0;
+    }
+    Py_END_ALLOW_THREADS
+    PyObject *result = PyList_New(n);
+    for (Py_ssize_t i = 0; result && i < n; i++) PyList_SET_ITEM(result, i, PyBool_FromLong(answers[i]));
+    PyMem_RawFree(buffer); PyMem_RawFree(out); PyMem_RawFree(offsets); PyMem_RawFree(answers);
+    Py_DECREF(seq);
+    return result;
+}
+
 /* The hashes alone, for the tests that hold them to server/index_keys.py. */
 static PyObject *key_hashes(PyObject *self, PyObject *args) {
     unsigned long plate_type;
@@ -441,6 +499,7 @@ static PyObject *key_hashes(PyObject *self, PyObject *args) {
 static PyMethodDef methods[] = {
     {"verify", (PyCFunction)(void (*)(void))verify, METH_FASTCALL, "One mark: its VALID fields, FORGED_SIGNATURE or None."},
     {"configure", configure, METH_VARARGS, "The libsodium entry points and the rules' constants."},
+    {"check_signatures", check_signatures, METH_O, "Ed25519 verify of each (public key, signature, message)."},
     {"key_hashes", key_hashes, METH_VARARGS, "(plate_hash, vin_hash) as index_keys computes them."},
     {NULL, NULL, 0, NULL},
 };

@@ -26,7 +26,7 @@ from grpc_reflection.v1alpha import reflection, reflection_pb2, reflection_pb2_g
 
 from vimark.client.domain import Clock, system_clock
 from vimark.client.errors import FailedPrecondition, TlsFileError, Unavailable, VimarkError
-from vimark.server import rules
+from vimark.server import hotpath, rules
 from vimark.server.audit import AuditLog
 from vimark.server.audit_service import AuditService
 from vimark.server.auth import Authenticator, CertificateAuth, DevAuth, server_credentials
@@ -197,7 +197,9 @@ class VimarkServer:
         self.sync = IndexFollower(self.store, self.index, self.metrics, config.checkpoints, config.clock)
         self.issuer = Issuer(self.store, self.keys.signer, config.clock, config.rule_config, vehicles=self.index)
         # Signatures of VerifyBatch are checked on worker threads (libsodium releases the GIL).
-        self.signatures = SignatureEngine(observe=self.metrics.signature_batch_size.observe)
+        self.signatures = SignatureEngine(
+            observe=self.metrics.signature_batch_size.observe, check_many=hotpath.check_signatures
+        )
         self.verifier = Verifier(self.index, self.keys, config.clock, config.rule_config, signatures=self.signatures)
         self.audit = AuditLog(self.store, self.metrics)
         self.gc_pauses = GcPauses(self.metrics.gc_pause_seconds)

@@ -116,15 +116,19 @@ class SignatureEngine:
         max_batch: int = 64,
         coalesce_unary: bool = False,
         observe: Callable[[int], None] | None = None,
+        check_many: Callable[[Sequence[Signed]], list[bool]] | None = None,
     ) -> None:
         """`window`: seconds a worker waits for more items when fewer than `max_batch` are pending
         (0, the default: none; VerifyBatch hands in whole chunks, so waiting only delays them; a
         window of 0.0002-0.0005 is for coalesce_unary). `coalesce_unary`: send single checks through
         the workers too (measured no faster here, see the module note). `observe`: told each batch's
-        size (a Prometheus histogram's observe)."""
+        size (a Prometheus histogram's observe). `check_many`: checks a worker's whole batch in
+        one call instead of `check` item by item (server/hotpath.check_signatures: the GIL released
+        once per batch, not per signature)."""
         if window < 0 or max_batch < 1:
             raise ValueError("window must be >= 0 and max_batch >= 1")
         self._check = check
+        self._check_many = check_many
         self.workers = workers or len(os.sched_getaffinity(0))
         self.window = window
         self.max_batch = max_batch
@@ -234,6 +238,14 @@ class SignatureEngine:
     def _run(self, taken: list[tuple[_Job, int, int]]) -> None:
         check = self._check
         answers: dict[Signed, bool] = {}  # identical items in this batch are checked once
+        if self._check_many is not None:
+            distinct = list(dict.fromkeys(item for job, start, end in taken for item in job.items[start:end]))
+            try:
+                answers = dict(zip(distinct, self._check_many(distinct), strict=True))
+            except BaseException as exc:  # as below: the callers hear of it, the worker lives
+                for job, _, _ in taken:
+                    job.error = exc
+                answers = dict.fromkeys(distinct, False)
         count = 0
         for job, start, end in taken:
             items, out = job.items, job.answers

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 from vimark.client import certificate as cert
@@ -61,6 +61,11 @@ def _load() -> Any:
 
 
 native: Any = _load()  # the extension, or None: the Python path alone
+# Ed25519 of many (public key, signature, message) at once, the GIL released for them all: the
+# signature engine's workers use it when built (server/batcher.py).
+check_signatures: Callable[[Sequence[tuple[bytes, bytes, bytes]]], list[bool]] | None = (
+    native.check_signatures if native is not None else None
+)
 FORGED_SIGNATURE: str = native.FORGED_SIGNATURE if native is not None else "FORGED_SIGNATURE"  # step 8 failed
 AUTHENTIC: str = native.AUTHENTIC if native is not None else "AUTHENTIC"  # steps 1-8 passed; not plainly VALID
 

@@ -292,6 +292,23 @@ def test_mutated_marks(text: str, at: int, char: str, cut: int) -> None:
     _agrees(verifier, text[: len(text) - cut])
 
 
+@needs_compiled
+def test_batch_signature_checks_agree_with_libsodium_through_pynacl() -> None:
+    from vimark.client.trust import verify_signature
+
+    good = [TRUST.claim(t).signed for t in VALID_TEXTS]
+    pk, sig, msg = good[0]
+    bad = [(pk, sig, msg + b"x"), (pk, bytes(64), msg), (pk[:31], sig, msg), (pk, sig[:63], msg), (pk, sig, b"")]
+    items = [*good, *bad]
+    assert hotpath.check_signatures is not None
+    assert hotpath.check_signatures(items) == [verify_signature(*i) for i in items] == [True] * len(good) + [False] * 5
+    assert hotpath.check_signatures([]) == []
+    with pytest.raises(TypeError):
+        hotpath.check_signatures([(pk, sig)])
+    with SignatureEngine(check_many=hotpath.check_signatures) as engine:
+        assert engine.check_many(items * 3) == [verify_signature(*i) for i in items] * 3
+
+
 def test_key_hashes_match_index_keys() -> None:
     if not COMPILED:
         pytest.skip(OFF)
