@@ -30,11 +30,11 @@ from vimark.v1 import certificate_pb2
 
 PREFIX = "VM1:"
 EPOCH_DAY = dt.date(1970, 1, 1)
-_FIRST_MONTH, _LAST_MONTH = FIRST_YEAR * 12, LAST_YEAR * 12 + 11
-_LAST_DAY = (dt.date(LAST_YEAR, 12, 31) - EPOCH_DAY).days
+FIRST_MONTH, LAST_MONTH = FIRST_YEAR * 12, LAST_YEAR * 12 + 11
+LAST_DAY = (dt.date(LAST_YEAR, 12, 31) - EPOCH_DAY).days
 # issued_at must be an instant in those years (China time), so issued_time and valid_from always exist.
-_FIRST_INSTANT = int(dt.datetime(FIRST_YEAR, 1, 1, tzinfo=CHINA_TIME).timestamp())
-_LAST_INSTANT = int(dt.datetime(LAST_YEAR + 1, 1, 1, tzinfo=CHINA_TIME).timestamp()) - 1
+FIRST_INSTANT = int(dt.datetime(FIRST_YEAR, 1, 1, tzinfo=CHINA_TIME).timestamp())
+LAST_INSTANT = int(dt.datetime(LAST_YEAR + 1, 1, 1, tzinfo=CHINA_TIME).timestamp()) - 1
 MAX_QR_TEXT_LENGTH = 1024  # refused before decoding; real certificates are about 230 characters
 SIGNATURE_DOMAIN = b"vimark/v1/mark\x00"
 NONCE_DOMAIN = b"vimark/v1/nonce\x00"
@@ -45,8 +45,8 @@ _SEAL_HEADER = struct.Struct(">BH12s")
 
 IssueReason = certificate_pb2.IssueReason
 Presentation = certificate_pb2.Presentation
-_REASONS = frozenset(IssueReason.values()[1:])  # every named value but _UNSPECIFIED
-_PRESENTATIONS = frozenset(Presentation.values()[1:])
+REASONS = frozenset(IssueReason.values()[1:])  # every named value but _UNSPECIFIED
+PRESENTATIONS = frozenset(Presentation.values()[1:])
 
 
 class MalformedCertificate(CertificateError):
@@ -106,12 +106,12 @@ class CertificateBody:
         plate_type = f"{message.plate_type:02d}"
         if plate_type not in PLATE_TYPES or not message.serial or not message.plate_number:
             raise MalformedCertificate("certificate body lacks a serial, a plate or a known plate type")
-        if message.reason not in _REASONS or message.presentation not in _PRESENTATIONS:
+        if message.reason not in REASONS or message.presentation not in PRESENTATIONS:
             raise MalformedCertificate("certificate body names an unknown issue reason or presentation")
         if not (
-            _FIRST_MONTH <= message.valid_until_month <= _LAST_MONTH
-            and message.valid_from_day <= _LAST_DAY
-            and _FIRST_INSTANT <= message.issued_at <= _LAST_INSTANT
+            FIRST_MONTH <= message.valid_until_month <= LAST_MONTH
+            and message.valid_from_day <= LAST_DAY
+            and FIRST_INSTANT <= message.issued_at <= LAST_INSTANT
         ):
             raise MalformedCertificate("certificate body has a validity outside the years vimark serves")
         return cls(

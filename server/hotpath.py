@@ -51,9 +51,9 @@ def _load() -> Any:
         address("crypto_aead_chacha20poly1305_ietf_decrypt"),
         types & (2**64 - 1),
         types >> 64,
-        sum(1 << r for r in cert._REASONS),
-        sum(1 << p for p in cert._PRESENTATIONS),
-        (cert._FIRST_MONTH, cert._LAST_MONTH, cert._LAST_DAY, cert._FIRST_INSTANT, cert._LAST_INSTANT),
+        sum(1 << r for r in cert.REASONS),
+        sum(1 << p for p in cert.PRESENTATIONS),
+        (cert.FIRST_MONTH, cert.LAST_MONTH, cert.LAST_DAY, cert.FIRST_INSTANT, cert.LAST_INSTANT),
         BLOCKS_ROAD_MASK,
         cert.Presentation.PRESENTATION_ONLINE,
     )
@@ -68,6 +68,15 @@ check_signatures: Callable[[Sequence[tuple[bytes, bytes, bytes]]], list[bool]] |
 )
 FORGED_SIGNATURE: str = native.FORGED_SIGNATURE if native is not None else "FORGED_SIGNATURE"  # step 8 failed
 AUTHENTIC: str = native.AUTHENTIC if native is not None else "AUTHENTIC"  # steps 1-8 passed; not plainly VALID
+
+
+def described() -> str:
+    """Which Verify path this process runs, for its start-up log line."""
+    if native is not None:
+        return "compiled path (server/_hotpath.c)"
+    if os.environ.get(DISABLE_VARIABLE, "") not in ("", "0"):
+        return f"Python path ({DISABLE_VARIABLE} is set)"
+    return "Python path (the compiled module is not built: no C compiler at install)"
 
 
 class ValidMark(NamedTuple):

@@ -141,6 +141,7 @@ def run_workers(config: Any, workers: int, grace: float = 10.0) -> int:
 
 
 def _worker(config: Any, slot: int, flags: Any, stopping: Synchronized[int], grace: float, parent: int) -> None:
+    from vimark.server import hotpath
     from vimark.server.app import VimarkServer
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent turns ^C into one SIGTERM per worker
@@ -159,7 +160,13 @@ def _worker(config: Any, slot: int, flags: Any, stopping: Synchronized[int], gra
     if stopping.value:
         return
     server.start()
-    log.info("worker %d (pid %d) listening on port %d", slot, os.getpid(), server.port)
+    log.info(
+        "worker %d (pid %d) listening on port %d (Verify: %s)",
+        slot,
+        os.getpid(),
+        server.port,
+        hotpath.described(),
+    )
     server.wait()
 
 

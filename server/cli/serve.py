@@ -191,6 +191,7 @@ def checkpoint_config(args: argparse.Namespace) -> CheckpointConfig | None:
 
 
 def serve(args: argparse.Namespace) -> int:
+    from vimark.server import hotpath
     from vimark.server.app import ServerConfig, TlsConfig, VimarkServer, require_loopback
     from vimark.server.keys import KeyDirectory
     from vimark.server.policy import DEFAULT_RATES, Rate, Role
@@ -283,10 +284,11 @@ def serve(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, on_signal)
     server.start()
     logging.info(
-        "vimark listening on port %d (%s; metrics: %s); health says NOT_SERVING until the index is loaded",
+        "vimark listening on port %d (%s; metrics: %s; Verify: %s); health says NOT_SERVING until the index is loaded",
         server.port,
         "TLS, client certificates required" if config.tls else "plaintext",
         server.metrics_port or "off",
+        hotpath.described(),
     )
     server.wait()
     return 0
