@@ -95,7 +95,10 @@ def test_calls_that_send_nothing_cannot_stall_police(
         + ", ".join(f"{c.name} {codes.count(c)}" for c in sorted(set(codes), key=lambda c: c.name))
     )
     assert failed == 0
-    assert p99(attacked) <= 2 * p99(baseline), (p99(baseline), p99(attacked))
+    # Stalled calls holding the threads would cost police seconds (STALL_GRACE and more); the 10 ms
+    # allow for a scheduling hiccup on a shared 2-core machine (a p99 of 2.8 ms alone against 8.3 ms
+    # beside failed a CI run with no stall at all).
+    assert p99(attacked) <= 2 * p99(baseline) + 0.010, (p99(baseline), p99(attacked))
     assert codes[:STALLED_PER_CERTIFICATE] == [grpc.StatusCode.UNAUTHENTICATED] * STALLED_PER_CERTIFICATE  # revoked
     # The valid ones': refused at once beyond each caller's allowance, or dropped once stalled past
     # the server's bound; what was still open ended at the test's release (INVALID_ARGUMENT: no message).
