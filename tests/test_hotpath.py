@@ -1,7 +1,8 @@
 """The compiled Verify path (server/_hotpath.c) against the Python path, which is the specification.
 
-The compiled path may only answer VALID (with exactly the Python path's fields and reply) or
-FORGED for a failing signature, and must otherwise hand the mark back (None). These tests check
+The compiled path may only answer VALID (with exactly the Python path's fields and reply),
+FORGED for a failing signature, or AUTHENTIC (its signature checked, the rest for the Python path),
+and must otherwise hand the mark back (None). These tests check
 that on the published vectors, on every kind of vehicle state that is not plainly VALID, and on
 random mutations of real marks; and that it does answer (is not silently always None).
 Run with VIMARK_PURE_PYTHON=1 they check that the switch turns it off.
