@@ -104,10 +104,6 @@ static int varint_of(const unsigned char **p, const unsigned char *end, uint64_t
     return -1;
 }
 
-static int varint(const unsigned char **p, const unsigned char *end, uint64_t *value) {
-    return varint_of(p, end, value, 10);
-}
-
 /* Fields 1-10, each once, with their declared wire types; anything else -> -1 (the Python path). */
 static int parse_body(const unsigned char *p, const unsigned char *end, Body *b) {
     memset(b, 0, sizeof *b);
@@ -127,7 +123,7 @@ static int parse_body(const unsigned char *p, const unsigned char *end, Body *b)
             continue;
         }
         uint64_t v;
-        if (wire != 0 || varint(&p, end, &v)) return -1;
+        if (wire != 0 || varint_of(&p, end, &v, 10)) return -1;
         switch (field) {
         case 1: b->serial = v; break;
         case 3: if (v > 0xFFFFFFFFu) return -1; b->plate_type = v; break;
@@ -350,16 +346,16 @@ static PyObject *verify(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     if (!PyTuple_Check(entry) || PyTuple_GET_SIZE(entry) != 3) { result = Py_NewRef(Py_None); goto done; }
     PyObject *public_key = PyTuple_GET_ITEM(entry, 0), *last_signing = PyTuple_GET_ITEM(entry, 2);
     if (!PyBytes_Check(public_key) || PyBytes_GET_SIZE(public_key) != 32) { result = Py_NewRef(Py_None); goto done; }
-    unsigned char message[DOMAIN_SIZE + 2 + MAX_ENVELOPE];
+    /* sm = signature || message, as crypto_sign_open takes it; message = domain || key id || body. */
+    unsigned char sm[SIG + DOMAIN_SIZE + 2 + MAX_ENVELOPE], *message = sm + SIG;
     Py_ssize_t message_len = DOMAIN_SIZE + 2 + body_len;
+    memcpy(sm, signature, SIG);
     memcpy(message, DOMAIN, DOMAIN_SIZE);
     message[DOMAIN_SIZE] = (unsigned char)(key_id >> 8), message[DOMAIN_SIZE + 1] = (unsigned char)key_id;
     memcpy(message + DOMAIN_SIZE + 2, body, (size_t)body_len);
     if (check_signature) {
         /* 8. The signature, with the GIL released. */
-        unsigned char sm[SIG + sizeof message], m_out[SIG + sizeof message];
-        memcpy(sm, signature, SIG);
-        memcpy(sm + SIG, message, (size_t)message_len);
+        unsigned char m_out[sizeof sm];
         unsigned long long m_len = 0;
         unsigned char pk[32];
         memcpy(pk, PyBytes_AS_STRING(public_key), 32);

@@ -358,10 +358,10 @@ class MarkService(Servicer, pb_grpc.MarkServiceServicer):
 
 def _audited(v: Checked) -> tuple[str, str, str, int]:
     """What the audit log keeps of a verification: plate type and number (authentic marks only), verdict, serial."""
-    if isinstance(v, ValidMark):
-        return f"{v.plate_type:02d}", v.plate_number, "VERDICT_VALID", v.serial
-    body = v.body
     verdict = pb.Verdict.Name(v.verdict)
+    if isinstance(v, ValidMark):
+        return f"{v.plate_type:02d}", v.plate_number, verdict, v.serial
+    body = v.body
     return (body.plate_type, body.plate_number, verdict, body.serial) if body else ("", "", verdict, 0)
 
 

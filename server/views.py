@@ -20,24 +20,25 @@ def checked_response(c: Checked, view: View, language: str = EN) -> pb.VerifyRes
     return valid_response(c, view, language) if isinstance(c, ValidMark) else verify_response(c, view, language)
 
 
-@functools.cache
-def _valid_pieces(month: int, language: str) -> tuple[str, str, str]:
-    """The month's text, the VALID explanation, the public's "valid": the same for every mark of the month."""
-    return format_month(month), say("verdict.VALID", language, month=format_month(month)), say("public.VALID", language)
-
-
+# The pieces of a VALID reply that many marks share: a month's text, the explanation for a month, status letters.
+_month_text = functools.cache(format_month)
 _letters = functools.cache(status_letters)
+
+
+@functools.cache
+def _valid_explanation(month: int, language: str) -> str:
+    return say("verdict.VALID", language, month=_month_text(month))
 
 
 def valid_response(m: ValidMark, view: View, language: str = EN) -> pb.VerifyResponse:
     """verify_response of a VALID verification, from the compiled path's fields in one constructor
     call (tests/test_hotpath.py holds the two equal for every view)."""
-    month, explanation, public = _valid_pieces(m.valid_until, language)
+    month = _month_text(m.valid_until)
     plate_type = f"{m.plate_type:02d}"
     if view is View.VALID_OR_NOT:
         return pb.VerifyResponse(
             verdict=Verdict.VERDICT_VALID,
-            explanation=public,
+            explanation=say("public.VALID", language),
             plate_number=m.plate_number,
             plate_type=plate_type,
             valid_until=month,
@@ -45,7 +46,7 @@ def valid_response(m: ValidMark, view: View, language: str = EN) -> pb.VerifyRes
     full = view is View.FULL  # status, alerts and the current serial: police only (zero values are unset)
     return pb.VerifyResponse(
         verdict=Verdict.VERDICT_VALID,
-        explanation=explanation,
+        explanation=_valid_explanation(m.valid_until, language),
         serial=m.serial,
         plate_number=m.plate_number,
         plate_type=plate_type,
@@ -56,7 +57,7 @@ def valid_response(m: ValidMark, view: View, language: str = EN) -> pb.VerifyRes
         reason=m.reason,  # type: ignore[arg-type]
         key_id=m.key_id,
         within_validity=True,
-        current_valid_until=month if m.current_valid_until == m.valid_until else format_month(m.current_valid_until),
+        current_valid_until=_month_text(m.current_valid_until),
         status_codes=_letters(m.status_bits) if full else "",
         current_serial=m.serial if full else 0,  # VALID: the mark is its vehicle's current one
         scrapping_due=full and rules.scrapping_due(0),  # within validity: no overdue cycles

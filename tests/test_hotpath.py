@@ -310,9 +310,8 @@ def test_batch_signature_checks_agree_with_libsodium_through_pynacl() -> None:
         assert engine.check_many(items * 3) == [verify_signature(*i) for i in items] * 3
 
 
+@needs_compiled
 def test_key_hashes_match_index_keys() -> None:
-    if not COMPILED:
-        pytest.skip(OFF)
     for plate_type, plate, vin in [(2, "闽C12345", "LSVAM4187C2184847"), (1, "", ""), (99, "X" * 40, "Y" * 40)]:
         assert hotpath.native.key_hashes(plate_type, plate.encode(), vin.encode()) == (
             index_keys.plate_hash(plate_type, plate), index_keys.vin_hash(vin))  # fmt: skip
