@@ -5,12 +5,17 @@ cap), runs them through `run` (which opens one transaction, runs each command in
 commits once), hands the result or exception of each command to its caller, and passes the lead to
 the oldest waiting caller, if any. Nobody is answered before `run` returned, that is after the
 commit. No background thread: there is nothing to start or stop.
+
+Where writers take turns (`turn`: the SQLite writer lock, shared with other processes), the leader
+waits for its turn *before* it takes the pending commands: whoever arrives while it waits joins
+its batch, instead of each wait ending in a batch of one or two.
 """
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
@@ -34,12 +39,33 @@ class GroupCommitter(Generic[T, R]):
     `run` returns one outcome per item, in order: a result, or the exception that item's caller
     gets. If `run` itself raises, every caller in that batch gets the exception."""
 
-    def __init__(self, run: Callable[[Sequence[T]], Sequence[R | BaseException]], max_batch: int = 64) -> None:
+    def __init__(
+        self,
+        run: Callable[[Sequence[T]], Sequence[R | BaseException]],
+        max_batch: int = 64,
+        turn: Callable[[], AbstractContextManager[object]] = nullcontext,
+    ) -> None:
         self._run = run
+        self._turn = turn
         self._max_batch = max_batch
         self._lock = threading.Lock()
         self._pending: list[_Slot[T, R]] = []
         self._busy = False  # a leader is running (or about to run) a batch
+
+    def _take(self) -> list[_Slot[T, R]]:
+        with self._lock:
+            batch = self._pending[: self._max_batch]
+            del self._pending[: self._max_batch]
+        return batch
+
+    def _outcomes(self, batch: list[_Slot[T, R]]) -> Sequence[R | BaseException]:
+        try:
+            outcomes = self._run([s.item for s in batch])
+            if len(outcomes) != len(batch):
+                raise AssertionError(f"group commit: {len(outcomes)} outcomes for {len(batch)} commands")
+        except BaseException as exc:  # the whole batch failed (database down, ...): all callers learn it
+            return [exc] * len(batch)
+        return outcomes
 
     def submit(self, item: T) -> R:
         slot: _Slot[T, R] = _Slot(item)
@@ -57,16 +83,14 @@ class GroupCommitter(Generic[T, R]):
         return slot.result  # type: ignore[return-value]
 
     def _lead(self) -> None:
-        with self._lock:
-            batch = self._pending[: self._max_batch]
-            del self._pending[: self._max_batch]
+        batch: list[_Slot[T, R]] = []
         try:
-            try:
-                outcomes: Sequence[R | BaseException] = self._run([s.item for s in batch])
-                if len(outcomes) != len(batch):
-                    raise AssertionError(f"group commit: {len(outcomes)} outcomes for {len(batch)} commands")
-            except BaseException as exc:  # the whole batch failed (database down, ...): all callers learn it
-                outcomes = [exc] * len(batch)
+            with self._turn():
+                batch = self._take()
+                outcomes = self._outcomes(batch)
+        except BaseException as exc:  # no turn (its lock could not be had): the batch learns why
+            batch = batch or self._take()
+            outcomes = [exc] * len(batch)
         finally:
             with self._lock:  # pass the lead on before answering, so the next batch starts at once
                 if self._pending:

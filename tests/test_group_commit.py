@@ -6,7 +6,8 @@ from __future__ import annotations
 import datetime as dt
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from concurrent import futures
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,7 @@ import pytest
 
 from conftest import MovableClock
 from vimark.client.domain import VehicleCategory, china_date
-from vimark.client.errors import NotFound, RuleViolation
+from vimark.client.errors import NotFound, RuleViolation, Unavailable
 from vimark.server.group_commit import GroupCommitter
 from vimark.server.index import ValidityIndex
 from vimark.server.issuer import IssueCommand, Issuer
@@ -187,6 +188,52 @@ def test_group_committer_answers_each_caller_and_passes_the_lead() -> None:
     for i, r in zip(range(1, 21), results, strict=True):
         assert isinstance(r, ValueError) if i % 5 == 0 else r == i * 10
     assert sum(seen) == 20 and max(seen) <= 8 and len(seen) < 20  # batched, capped
+
+
+def test_group_committer_gathers_its_batch_once_it_has_its_turn() -> None:
+    """Callers arriving while the leader waits for its turn (the SQLite writer lock another process
+    holds) join the leader's batch: one transaction for all of them, not one each."""
+    waiting, open_turn = threading.Event(), threading.Event()
+
+    @contextmanager
+    def turn() -> Iterator[None]:
+        waiting.set()
+        open_turn.wait(5)
+        yield
+
+    batches: list[list[int]] = []
+
+    def run(items: Sequence[int]) -> list[int | BaseException]:
+        batches.append(list(items))
+        return [i * 10 for i in items]
+
+    committer: GroupCommitter[int, int] = GroupCommitter(run, turn=turn)
+    with futures.ThreadPoolExecutor(6) as pool:
+        first = pool.submit(committer.submit, 0)
+        assert waiting.wait(5)
+        rest = [pool.submit(committer.submit, i) for i in range(1, 6)]
+        deadline = time.monotonic() + 5
+        while len(committer._pending) < 6 and time.monotonic() < deadline:  # all six wait
+            time.sleep(0.01)
+        open_turn.set()
+        assert [f.result(timeout=10) for f in [first, *rest]] == [0, 10, 20, 30, 40, 50]
+    assert batches == [[0, 1, 2, 3, 4, 5]]
+
+
+def test_group_committer_without_a_turn_fails_its_batch_and_goes_on() -> None:
+    broken = [True]
+
+    @contextmanager
+    def turn() -> Iterator[None]:
+        if broken[0]:
+            raise Unavailable("cannot open the SQLite writer lock")
+        yield
+
+    committer: GroupCommitter[int, int] = GroupCommitter(lambda items: [i + 1 for i in items], turn=turn)
+    with pytest.raises(Unavailable, match="writer lock"):
+        committer.submit(1)
+    broken[0] = False
+    assert committer.submit(2) == 3  # the lead was passed on: the next caller is served
 
 
 def test_issue_time_is_the_clock(setup: tuple[Store, Issuer, IndexFollower], clock: MovableClock) -> None:

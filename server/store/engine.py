@@ -49,6 +49,7 @@ class Database:
         self.url = url
         self.is_sqlite = url.startswith("sqlite")
         self._writer_lock: Path | None = None
+        self._turn = threading.local()  # .held: this thread holds the writer turn
         self._connect_timeout = connect_timeout
         if self.is_sqlite:
             self.engine: Engine = create_engine(url, connect_args={"timeout": 30})
@@ -110,7 +111,7 @@ class Database:
     def write(self) -> Iterator[Connection]:
         """One write transaction (BEGIN IMMEDIATE on SQLite, after this process's turn on the
         writer lock), committed on leaving: the commit has returned before the caller goes on."""
-        with self.guard(), self._one_writer(), self._connection() as conn:
+        with self.guard(), self.writer_turn(), self._connection() as conn:
             conn = conn.execution_options(vimark_write=True)
             transaction = conn.begin()
             try:
@@ -141,7 +142,7 @@ class Database:
         transactions (driver.py), which skip SQLAlchemy's Connection as they skip its statements
         (on SQLite, 17 µs a write transaction here against 41 µs through `write`; 8 against 13 µs
         a read). With `write`, one transaction as `write` opens one, committed on leaving."""
-        with self.guard(), self._one_writer() if write else nullcontext():
+        with self.guard(), self.writer_turn() if write else nullcontext():
             raw = self.engine.raw_connection()  # the pool pings it first (pool_pre_ping)
             try:
                 c = raw.cursor()
@@ -160,13 +161,10 @@ class Database:
                 raw.close()  # back to the pool, which rolls back whatever a read left open
 
     @contextmanager
-    def bulk_write(self) -> Iterator[Any]:
-        """`driver_cursor(write=True)` for a batch that dirties thousands of pages (the registry
-        import, a backfill). On SQLite it is committed, durable (synchronous=FULL), without the WAL
-        checkpoint SQLite would run inside that commit: copying the batch's pages back into the
-        database file held the write lock two to three times as long as the batch itself
-        (measured at 1 M vehicles). They are copied once the write lock is released, by a PASSIVE
-        checkpoint, which waits for no writer, and no writer for it."""
+    def write_without_checkpoint(self) -> Iterator[Any]:
+        """`driver_cursor(write=True)`, committed durably (synchronous=FULL) but without the WAL
+        checkpoint SQLite would run inside the commit, under the writer lock: the caller runs
+        `checkpoint()` once it has let go of the lock. On PostgreSQL, `driver_cursor(write=True)`."""
         with self.driver_cursor(write=True) as c:
             yield c
             if self.is_sqlite:
@@ -175,9 +173,23 @@ class Database:
                     c.execute("COMMIT")
                 finally:
                     c.execute(f"PRAGMA wal_autocheckpoint = {SQLITE_AUTOCHECKPOINT}")
+
+    def checkpoint(self) -> None:
+        """Copy the WAL's committed pages back into the SQLite file: PASSIVE, so it waits for no
+        writer, and no writer for it. Nothing to do on PostgreSQL."""
         if self.is_sqlite:
             with self.driver_cursor() as c:
                 c.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+
+    @contextmanager
+    def bulk_write(self) -> Iterator[Any]:
+        """A batch that dirties thousands of pages (the registry import, a backfill), checkpointed
+        at once after its commit: copying the batch's pages back into the database file inside
+        the commit held the write lock two to three times as long as the batch itself (measured
+        at 1 M vehicles)."""
+        with self.write_without_checkpoint() as c:
+            yield c
+        self.checkpoint()
 
     @contextmanager
     def _connection(self) -> Iterator[Connection]:
@@ -220,16 +232,17 @@ class Database:
         return Unavailable(f"database unavailable: {cause}")
 
     @contextmanager
-    def _one_writer(self) -> Iterator[None]:
+    def writer_turn(self) -> Iterator[None]:
         """On a SQLite file, writers take turns on an flock beside it before BEGIN IMMEDIATE.
 
         SQLite admits one writer and makes the others poll with growing sleeps (its busy handler,
         up to 100 ms a nap): with `serve --workers 2` on one file that put an Issue's p99 over a
         second (load.bench issue_sqlite). A blocked flock wakes as soon as the lock is released,
-        and the kernel drops it with the process, even on SIGKILL. Each use opens its own file
-        description, so threads of one process queue too. The busy timeout stays for writers
-        that are not vimark's."""
-        if self._writer_lock is None:
+        and the kernel drops it with the process, even on SIGKILL. Each turn opens its own file
+        description, so threads of one process queue too. A thread that holds the turn may open
+        its transaction inside it (the Issue group commit waits for its turn before it gathers its
+        group). The busy timeout stays for writers that are not vimark's."""
+        if self._writer_lock is None or getattr(self._turn, "held", False):
             yield
             return
         try:
@@ -238,7 +251,11 @@ class Database:
             raise Unavailable(f"cannot open the SQLite writer lock {self._writer_lock}: {exc}") from exc
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)  # releases the GIL while it waits
-            yield
+            self._turn.held = True
+            try:
+                yield
+            finally:
+                self._turn.held = False
         finally:
             os.close(fd)  # closing the only descriptor releases the lock
 

@@ -12,12 +12,14 @@ says why).
 from __future__ import annotations
 
 import datetime as dt
+import logging
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, cast
 
-from vimark.client.errors import InternalError, InvalidArgument, NotFound, Unavailable
+from vimark.client.errors import InternalError, InvalidArgument, NotFound, Unavailable, VimarkError
 from vimark.server.group_commit import GroupCommitter
 from vimark.server.records import CopyPlan, MarkPlan, MarkRecord, VehicleRecord
 from vimark.server.store import mapping, schema
@@ -25,7 +27,13 @@ from vimark.server.store.driver import Driver
 from vimark.server.store.engine import Conflict, Database
 from vimark.server.store.writes import log_changes
 
+log = logging.getLogger("vimark.server")
+
 _ISSUE_GROUP_MAX = 64  # Issues per group transaction: bounds its statement sizes and its last caller's wait
+# Groups between WAL checkpoints. A group dirties a few pages per Issue (its vehicles, marks,
+# requests and change-log rows): 16 groups of about 10 Issues are near SQLite's own rhythm of
+# 1,000 pages, but the copy runs after the writer lock is let go, not inside a commit that holds it.
+_GROUPS_PER_CHECKPOINT = 16
 
 
 @dataclass(frozen=True)
@@ -63,13 +71,32 @@ class Issuance:
         self._driver = db.driver
         # Concurrent Issues share one transaction and one commit (one fsync): see `issue`.
         self._issues: GroupCommitter[IssueJob, IssueResult] = GroupCommitter(
-            self._issue_group, max_batch=_ISSUE_GROUP_MAX
+            self._issue_group, max_batch=_ISSUE_GROUP_MAX, turn=db.writer_turn
         )
+        self._groups_since_checkpoint = 0
+        self._checkpointing = threading.Lock()
 
     def issue(self, job: IssueJob) -> IssueResult:
-        return self._issues.submit(job)
+        try:
+            return self._issues.submit(job)
+        finally:
+            self._checkpoint_when_due()
+
+    def _checkpoint_when_due(self) -> None:
+        """The WAL checkpoint the group commits skip, by one caller at a time, after its answer is
+        committed: a failure here is logged, never the Issue's (its mark is stored)."""
+        if self._groups_since_checkpoint < _GROUPS_PER_CHECKPOINT or not self._checkpointing.acquire(blocking=False):
+            return
+        try:
+            self._groups_since_checkpoint = 0
+            self._db.checkpoint()
+        except VimarkError as exc:
+            log.warning("WAL checkpoint after Issue groups failed (tried again after the next groups): %s", exc)
+        finally:
+            self._checkpointing.release()
 
     def _issue_group(self, jobs: Sequence[IssueJob]) -> list[_IssueOutcome]:
+        self._groups_since_checkpoint += 1
         for attempt in range(3):
             try:
                 return self._issue_group_once(jobs)
@@ -95,7 +122,7 @@ class Issuance:
         5. commit; only then is any outcome returned."""
         driver = self._driver
         day = driver.day_in
-        with self._db.driver_cursor(write=True) as c:
+        with self._db.write_without_checkpoint() as c:  # checkpointed outside the writer lock: see `issue`
             # 1. Both plate columns by IN (the plate index serves it); other pairs are dropped below.
             types = sorted({j.plate_type for j in jobs})
             numbers = sorted({j.plate_number for j in jobs})
