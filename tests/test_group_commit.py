@@ -7,8 +7,8 @@ import datetime as dt
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
 from concurrent import futures
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
