@@ -175,6 +175,7 @@ class CallGuard(grpc.ServerInterceptor):  # type: ignore[type-arg,misc]
         self._per_caller = per_caller
         self._streams = Slots(max_streams)
         self._receive_timeout = receive_timeout
+        self._guarded: dict[str, grpc.RpcMethodHandler[Any, Any]] = {}  # method -> its guarded handler
         self.refused = 0  # calls turned away at the door (tests and the log read it)
 
     def intercept_service(
@@ -182,10 +183,18 @@ class CallGuard(grpc.ServerInterceptor):  # type: ignore[type-arg,misc]
         continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler[Any, Any] | None],
         details: Any,
     ) -> grpc.RpcMethodHandler[Any, Any] | None:
-        handler = continuation(details)
-        if handler is None:
-            return None
+        # The services are registered before the server starts and never change: each method's
+        # guarded handler is made once, not per call.
         method: str = details.method
+        guarded = self._guarded.get(method)
+        if guarded is None:
+            handler = continuation(details)
+            if handler is None:
+                return None  # an unknown method: not cached, so a flood of made-up names costs no memory
+            guarded = self._guarded.setdefault(method, self._guard(handler, method))
+        return guarded
+
+    def _guard(self, handler: grpc.RpcMethodHandler[Any, Any], method: str) -> grpc.RpcMethodHandler[Any, Any]:
         name = method.rsplit("/", 1)[-1]
         allowed = roles_allowed(name) if method.startswith(VIMARK_METHODS) else None
         args = (handler.request_deserializer, handler.response_serializer)

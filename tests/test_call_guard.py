@@ -164,3 +164,32 @@ def test_the_guard_checks_the_role_before_waiting_for_the_request(
     assert isinstance(error, grpc.Call) and error.code() == grpc.StatusCode.PERMISSION_DENIED, error
     assert "LookupVehicleStatus is for" in (error.details() or "")
     assert time.monotonic() - started < RECEIVE_TIMEOUT  # not after waiting for a request
+
+
+class _Details:
+    def __init__(self, method: str) -> None:
+        self.method = method
+
+
+def test_each_methods_guarded_handler_is_made_once_and_unknown_methods_are_not_kept() -> None:
+    """The guard wraps a method's handler on its first call and serves the same one after; a
+    method no service has is answered UNIMPLEMENTED by gRPC and leaves nothing behind."""
+    from vimark.server.auth import DevAuth
+    from vimark.server.guard import CallGuard
+
+    looked_up: list[str] = []
+
+    def continuation(details: _Details) -> grpc.RpcMethodHandler | None:
+        looked_up.append(details.method)
+        if details.method.endswith("/Verify"):
+            return grpc.unary_unary_rpc_method_handler(lambda request, context: request)
+        return None
+
+    guard = CallGuard(DevAuth(Role.POLICE), total=4, per_caller=None, max_streams=2)
+    first = guard.intercept_service(continuation, _Details("/vimark.v1.MarkService/Verify"))
+    second = guard.intercept_service(continuation, _Details("/vimark.v1.MarkService/Verify"))
+    assert first is second and first is not None and first.stream_unary is not None  # read by the guard
+    for k in range(3):
+        assert guard.intercept_service(continuation, _Details(f"/made.up/Method{k}")) is None
+    assert looked_up == ["/vimark.v1.MarkService/Verify", "/made.up/Method0", "/made.up/Method1", "/made.up/Method2"]
+    assert list(guard._guarded) == ["/vimark.v1.MarkService/Verify"]
