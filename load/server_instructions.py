@@ -9,11 +9,12 @@ Each server runs under `valgrind --tool=callgrind --instr-atstart=no` on loopbac
 `vimark serve --role police` (development mode, one worker, audited as police calls are) on the
 cached 2,000-vehicle dataset, sent Verify (its marks, every verdict as the dataset has them) or
 LookupVehicleStatus (its plates). After a warmup, counting is switched on (`callgrind_control -i
-on`), `--calls` calls are made with `--in-flight` outstanding, and counting is switched off. Threads
-that run by the clock (the index following the store, the audit writer's flush, key reloads) run
-meanwhile, slowed as everything is; so counting is also switched on for as long with no calls, and
-that idle count, scaled to the calls' wall time, is subtracted. Prints one line per server and,
-last, a JSON object; load/README.md keeps the counts per commit.
+on`), `--calls` calls are made with `--in-flight` outstanding, and counting is switched off half a
+second later (the audit writer's last flush of those calls included). Threads that run by the
+clock (the index following the store, the audit writer's flush, key reloads) run meanwhile, slowed
+as everything is; so counting is also switched on for as long again with no calls, and that idle
+count is subtracted. Prints one line per server and, last, a JSON object; load/README.md keeps the
+counts per commit.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from load.bench.harness import echo_command, free_port, vimark_command
 SERVERS = ("echo", "signature", "vimark-verify", "vimark-lookup")
 _VEHICLES = 2000
 _TOTALS = "totals:"
+_SETTLE = 0.5  # seconds after the last call before counting stops: over the audit writer's 0.2 s flush
 
 
 def _requests(kind: str, data: datasets.Dataset, db: Path) -> tuple[str, list[bytes]]:
@@ -70,6 +72,8 @@ def _measure(kind: str, calls: int, in_flight: int, data: datasets.Dataset, scra
     target = f"127.0.0.1:{free_port()}"
     if kind.startswith("vimark"):
         command = vimark_command(f"sqlite:///{db}", keys, target, "police", 1)
+        if command[0] != sys.executable:  # a console script may be a shell shim (pyenv): trace Python itself
+            command = [sys.executable, "-c", "from vimark.server.cli.main import main; main()", *command[1:]]
     else:
         command = echo_command(target, "sync" if kind == "echo" else "signature", 1)
     method, requests = _requests(kind, data, db)
@@ -101,6 +105,7 @@ def _measure(kind: str, calls: int, in_flight: int, data: datasets.Dataset, scra
             pending.append(call.future(requests[k % len(requests)], timeout=60))
         for future in pending:
             future.result(timeout=60)
+        time.sleep(_SETTLE)  # the audit writer's last flush of these calls falls inside the window
         busy = time.monotonic() - started
         _control(server.pid, "-i", "off")
         _control(server.pid, "-d")

@@ -13,10 +13,13 @@ its batch, instead of each wait ending in a batch of one or two.
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from typing import Generic, TypeVar
+
+log = logging.getLogger("vimark.server")
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -84,13 +87,17 @@ class GroupCommitter(Generic[T, R]):
 
     def _lead(self) -> None:
         batch: list[_Slot[T, R]] = []
+        outcomes: Sequence[R | BaseException] | None = None
         try:
             with self._turn():
                 batch = self._take()
                 outcomes = self._outcomes(batch)
-        except BaseException as exc:  # no turn (its lock could not be had): the batch learns why
-            batch = batch or self._take()
-            outcomes = [exc] * len(batch)
+        except BaseException as exc:
+            if outcomes is None:  # no turn (its lock could not be had): the batch learns why
+                batch = batch or self._take()
+                outcomes = [exc] * len(batch)
+            else:  # letting go of the turn failed after the batch ran: its outcomes stand
+                log.exception("group commit: leaving the writer's turn failed after the batch ran")
         finally:
             with self._lock:  # pass the lead on before answering, so the next batch starts at once
                 if self._pending:

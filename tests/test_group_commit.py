@@ -4,6 +4,7 @@ request_ids stay idempotent within a group and across groups (SQLite and Postgre
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -198,7 +199,7 @@ def test_group_committer_gathers_its_batch_once_it_has_its_turn() -> None:
     @contextmanager
     def turn() -> Iterator[None]:
         waiting.set()
-        open_turn.wait(5)
+        open_turn.wait(60)
         yield
 
     batches: list[list[int]] = []
@@ -234,6 +235,24 @@ def test_group_committer_without_a_turn_fails_its_batch_and_goes_on() -> None:
         committer.submit(1)
     broken[0] = False
     assert committer.submit(2) == 3  # the lead was passed on: the next caller is served
+
+
+def test_group_committer_keeps_the_outcomes_when_letting_go_of_the_turn_fails(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The batch ran (committed) before the turn's lock failed to close: its callers get their
+    results, not the close's error, and the next caller is served."""
+
+    @contextmanager
+    def turn() -> Iterator[None]:
+        yield
+        raise OSError("closing the lock file failed")
+
+    committer: GroupCommitter[int, int] = GroupCommitter(lambda items: [i + 1 for i in items], turn=turn)
+    with caplog.at_level(logging.ERROR, logger="vimark.server"):
+        assert committer.submit(1) == 2
+    assert "leaving the writer's turn failed" in caplog.text
+    assert committer.submit(5) == 6
 
 
 def test_issue_time_is_the_clock(setup: tuple[Store, Issuer, IndexFollower], clock: MovableClock) -> None:

@@ -110,8 +110,11 @@ def test_issues_arriving_while_their_group_waits_for_the_turn_commit_together(
     try:
         with _turn_held_elsewhere(tmp_path) as holder, futures.ThreadPoolExecutor(6) as pool:
             pending = [pool.submit(issuer.issue, _grant(f"r{i}", p)) for i, p in enumerate(_plates(6))]
-            time.sleep(0.5)  # all six are in: the first waits for the turn, the others behind it
-            assert not any(f.done() for f in pending)
+            waiting = store._issuance._issues._pending
+            deadline = time.monotonic() + 30
+            while len(waiting) < 6 and time.monotonic() < deadline:  # the first waits for the turn, the rest behind it
+                time.sleep(0.01)
+            assert len(waiting) == 6 and not any(f.done() for f in pending)
             holder.kill()
             issued = [f.result(timeout=10) for f in pending]
         # One group is one transaction: its request rows share the instant the group wrote them.
@@ -125,8 +128,8 @@ def test_issues_arriving_while_their_group_waits_for_the_turn_commit_together(
 def test_issue_groups_checkpoint_after_the_turn_and_a_failed_checkpoint_fails_no_issue(
     tmp_path: Path, keys_dir: Path, clock: MovableClock, caplog: pytest.LogCaptureFixture
 ) -> None:
-    store, issuer = _issuing_store(tmp_path, keys_dir, clock, 40)
-    plates = _plates(40)
+    store, issuer = _issuing_store(tmp_path, keys_dir, clock, 48)
+    plates = _plates(48)
     try:
         for i in range(16):  # 16 groups of one
             issuer.issue(_grant(f"a{i}", plates[i]))
@@ -135,14 +138,16 @@ def test_issue_groups_checkpoint_after_the_turn_and_a_failed_checkpoint_fails_no
         alone.write_bytes((tmp_path / "vimark.db").read_bytes())
         assert _marks_in(alone) == 16
 
+        failures = iter([Unavailable("database unavailable: disk I/O error"), sqlite3.DatabaseError("malformed")])
+
         def broken() -> None:
-            raise Unavailable("database unavailable: disk I/O error")
+            raise next(failures)
 
         store._db.checkpoint = broken  # type: ignore[method-assign]
         with caplog.at_level(logging.WARNING, logger="vimark.server"):
-            issued = [issuer.issue(_grant(f"b{i}", plates[16 + i])) for i in range(16)]
+            issued = [issuer.issue(_grant(f"b{i}", plates[16 + i])) for i in range(32)]  # two checkpoints due
         assert all(i.change_id is not None for i in issued)
-        assert "WAL checkpoint after Issue groups failed" in caplog.text
-        assert _marks_in(tmp_path / "vimark.db") == 32  # every Issue answered is stored
+        assert caplog.text.count("WAL checkpoint after Issue groups failed") == 2
+        assert _marks_in(tmp_path / "vimark.db") == 48  # every Issue answered is stored
     finally:
         store.close()

@@ -176,10 +176,15 @@ class Database:
 
     def checkpoint(self) -> None:
         """Copy the WAL's committed pages back into the SQLite file: PASSIVE, so it waits for no
-        writer, and no writer for it. Nothing to do on PostgreSQL."""
-        if self.is_sqlite:
-            with self.driver_cursor() as c:
-                c.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+        writer, and no writer for it. Nothing to do on PostgreSQL. Not behind `guard`: a failed
+        checkpoint raises the driver's error to its caller and makes no other call fail fast."""
+        if not self.is_sqlite:
+            return
+        raw = self.engine.raw_connection()
+        try:
+            raw.cursor().execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+        finally:
+            raw.close()
 
     @contextmanager
     def bulk_write(self) -> Iterator[Any]:
@@ -189,7 +194,8 @@ class Database:
         at 1 M vehicles)."""
         with self.write_without_checkpoint() as c:
             yield c
-        self.checkpoint()
+        with self.guard():
+            self.checkpoint()
 
     @contextmanager
     def _connection(self) -> Iterator[Connection]:

@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, cast
 
-from vimark.client.errors import InternalError, InvalidArgument, NotFound, Unavailable, VimarkError
+from vimark.client.errors import InternalError, InvalidArgument, NotFound, Unavailable
 from vimark.server.group_commit import GroupCommitter
 from vimark.server.records import CopyPlan, MarkPlan, MarkRecord, VehicleRecord
 from vimark.server.store import mapping, schema
@@ -90,7 +90,7 @@ class Issuance:
         try:
             self._groups_since_checkpoint = 0
             self._db.checkpoint()
-        except VimarkError as exc:
+        except Exception as exc:  # whatever the driver says: the Issues are committed
             log.warning("WAL checkpoint after Issue groups failed (tried again after the next groups): %s", exc)
         finally:
             self._checkpointing.release()
