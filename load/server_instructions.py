@@ -33,7 +33,7 @@ from pathlib import Path
 import grpc
 
 from load import dataset as datasets
-from load.bench.harness import echo_command, free_port, vimark_command
+from load.bench.harness import VIMARK_IN_PYTHON, echo_command, free_port, vimark_command
 
 SERVERS = ("echo", "signature", "vimark-verify", "vimark-lookup")
 _VEHICLES = 2000
@@ -71,9 +71,8 @@ def _measure(kind: str, calls: int, in_flight: int, data: datasets.Dataset, scra
     db, keys = data.copy_to(scratch / kind)
     target = f"127.0.0.1:{free_port()}"
     if kind.startswith("vimark"):
-        command = vimark_command(f"sqlite:///{db}", keys, target, "police", 1)
-        if command[0] != sys.executable:  # a console script may be a shell shim (pyenv): trace Python itself
-            command = [sys.executable, "-c", "from vimark.server.cli.main import main; main()", *command[1:]]
+        # Python itself, not the `vimark` script, which may be a shell shim (pyenv) valgrind would trace.
+        command = vimark_command(f"sqlite:///{db}", keys, target, "police", 1, executable=VIMARK_IN_PYTHON)
     else:
         command = echo_command(target, "sync" if kind == "echo" else "signature", 1)
     method, requests = _requests(kind, data, db)

@@ -75,14 +75,20 @@ def serve(command: list[str], target: str, log: Path, *, timeout: float = 120.0)
                 process.wait()
 
 
+VIMARK_IN_PYTHON = [sys.executable, "-c", "from vimark.server.cli.main import main; main()"]  # `vimark`, run by Python
+
+
 def vimark_executable() -> list[str]:
     exe = shutil.which("vimark")
-    return [exe] if exe else [sys.executable, "-c", "from vimark.server.cli.main import main; main()"]
+    return [exe] if exe else VIMARK_IN_PYTHON
 
 
-def vimark_command(db_url: str, keys: Path, listen: str, role: str, workers: int) -> list[str]:
-    """`vimark serve` in development mode (no TLS, every caller gets `role`) on loopback."""
-    command = [*vimark_executable(), "serve", "--db", db_url, "--keys", str(keys), "--listen", listen]
+def vimark_command(
+    db_url: str, keys: Path, listen: str, role: str, workers: int, *, executable: list[str] | None = None
+) -> list[str]:
+    """`vimark serve` in development mode (no TLS, every caller gets `role`) on loopback;
+    `executable` in place of the `vimark` script (VIMARK_IN_PYTHON where Python itself must run)."""
+    command = [*(executable or vimark_executable()), "serve", "--db", db_url, "--keys", str(keys), "--listen", listen]
     command += ["--metrics-port", "0", "--role", role, "--shutdown-delay", "0"]
     if workers > 1:
         command += ["--workers", str(workers)]
