@@ -333,7 +333,8 @@ def test_serials_an_issue_took_meanwhile_are_signed_again(tmp_path: Path, keys_d
 
 def test_ctrl_c_stops_the_command_cleanly_and_says_how_to_resume(tmp_path: Path, keys_dir: Path) -> None:
     store = Store(f"sqlite:///{tmp_path / 'vimark.db'}")
-    store.upsert_vehicles(demo_vehicles(300, china_date(system_clock()), 5))
+    # Enough for the run to last seconds: with 300 it could end (in 0.3 s) before the interrupt came.
+    store.upsert_vehicles(demo_vehicles(3000, china_date(system_clock()), 5))
     store.close()
     server = start_server(f"sqlite:///{tmp_path / 'vimark.db'}", keys_dir, system_clock)  # type: ignore[arg-type]
     try:
