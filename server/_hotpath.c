@@ -16,12 +16,14 @@
  * a library and `pip install .` needs only a C compiler. The signature is checked with the GIL released.
  *
  * The index is read under its lock (taken without waiting: a writer holding it sends the call to the
- * Python path, which waits), through the attributes ValidityIndex documents for this module.
+ * Python path, which waits), by _hotpath_index.c.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <stdint.h>
 #include <string.h>
+
+#include "_hotpath_index.h"
 
 typedef int (*sign_open_fn)(unsigned char *, unsigned long long *, const unsigned char *, unsigned long long,
                             const unsigned char *);
@@ -39,15 +41,12 @@ static aead_decrypt_fn aead_decrypt;
 #define TAG 16
 #define DOMAIN "vimark/v1/mark\0"
 #define DOMAIN_SIZE 15
-#define ROW_SIZE 34 /* index.ROW, checked by server/hotpath.py before this module is used */
 
 /* ---- the rules' constants, set once by configure() ------------------------------------------ */
 static uint64_t plate_types[2], reasons, presentations;
 static long long first_month, last_month, last_day, first_instant, last_instant;
 static unsigned long blocks_road_mask;
 static int presentation_online;
-static PyObject *str_lock, *str_rows, *str_by_plate, *str_revoked, *str_delta, *str_ids, *str_directory, *str_bits,
-    *str_acquire, *str_release;
 
 static int8_t b45_value[256];
 
@@ -146,134 +145,6 @@ static int body_in_form(const Body *b) {
     if (b->presentation >= 64 || !((presentations >> b->presentation) & 1)) return 0;
     return (long long)b->valid_until >= first_month && (long long)b->valid_until <= last_month &&
            (long long)b->valid_from_day <= last_day && b->issued_at >= first_instant && b->issued_at <= last_instant;
-}
-
-/* ---- index_keys: MurmurHash3 fmix64 folded over zero-padded little-endian words --------------- */
-static uint64_t fmix(uint64_t h) {
-    h ^= h >> 33;
-    h *= 0xFF51AFD7ED558CCDull;
-    h ^= h >> 33;
-    h *= 0xC4CEB9FE1A85EC53ull;
-    return h ^ (h >> 33);
-}
-
-static uint64_t fold(uint64_t seed, const unsigned char *key, Py_ssize_t n, Py_ssize_t width) {
-    Py_ssize_t words = (width > n + 7 ? width : n + 7) / 8;
-    uint64_t h = seed;
-    for (Py_ssize_t w = 0; w < words; w++) {
-        uint64_t x = 0;
-        for (int k = 0; k < 8; k++) {
-            Py_ssize_t at = w * 8 + k;
-            if (at < n) x |= (uint64_t)key[at] << (8 * k);
-        }
-        h = fmix(h ^ x);
-    }
-    return h;
-}
-
-#define PLATE_SEED 0x706C617465000000ull
-#define VIN_SEED 0x76696E0000000000ull
-
-/* ---- the index probe: ValidityIndex.for_mark's first candidate, when its VIN hash agrees ------- */
-typedef struct {
-    uint64_t serial;
-    unsigned valid_until, status;
-} Row;
-
-static inline uint64_t u64_at(const unsigned char *p) { uint64_t v; memcpy(&v, p, 8); return v; }
-static inline unsigned u16_at(const unsigned char *p) { return (unsigned)p[0] | (unsigned)p[1] << 8; }
-
-/* 1 found (row filled), 0 not plainly found (the Python path decides), -1 a Python error. */
-static int probe(PyObject *rows, PyObject *lookup, uint64_t plate_key, uint64_t vin_key, Row *row) {
-    Py_buffer rb, ib, db;
-    int found = 0;
-    PyObject *ids = NULL, *directory = NULL, *bits_obj = NULL, *delta = NULL;
-    if (!(ids = PyObject_GetAttr(lookup, str_ids)) || !(directory = PyObject_GetAttr(lookup, str_directory)) ||
-        !(bits_obj = PyObject_GetAttr(lookup, str_bits)) || !(delta = PyObject_GetAttr(lookup, str_delta)))
-        goto fail_attrs;
-    long bits = PyLong_AsLong(bits_obj);
-    if (bits < 1 || bits > 32 || !PyDict_Check(delta)) goto fail_attrs;
-    if (PyObject_GetBuffer(rows, &rb, PyBUF_SIMPLE)) goto fail_attrs;
-    if (PyObject_GetBuffer(ids, &ib, PyBUF_SIMPLE)) goto fail_rows;
-    if (PyObject_GetBuffer(directory, &db, PyBUF_SIMPLE)) goto fail_ids;
-    Py_ssize_t n_rows = rb.len / ROW_SIZE, n_ids = ib.len / 4, n_dir = db.len / 4;
-    const unsigned char *r = rb.buf;
-    const uint32_t *idv = ib.buf, *dirv = db.buf;
-    /* The first candidate whose row carries the plate's hash and is present (for_mark's order:
-       the delta's newest, then the base bucket's run). */
-    long long first = -1;
-    PyObject *key = PyLong_FromUnsignedLongLong(plate_key);
-    if (!key) goto error;
-    PyObject *newest = PyDict_GetItemWithError(delta, key);
-    Py_DECREF(key);
-    if (!newest && PyErr_Occurred()) goto error;
-    if (newest) {
-        long long i = PyLong_AsLongLong(newest);
-        if (i == -1 && PyErr_Occurred()) goto error;
-        if (i >= 0 && i < n_rows && u64_at(r + i * ROW_SIZE + 8) == plate_key && (r[i * ROW_SIZE + 33] & 1)) first = i;
-    }
-    if (first < 0) {
-        uint64_t bucket = plate_key >> (64 - bits);
-        if ((Py_ssize_t)bucket + 1 < n_dir) {
-            uint32_t start = dirv[bucket], end = dirv[bucket + 1];
-            for (uint32_t k = start; k < end && k < (uint32_t)n_ids; k++) {
-                uint32_t i = idv[k];
-                if (i < n_rows && u64_at(r + (Py_ssize_t)i * ROW_SIZE + 8) == plate_key &&
-                    (r[(Py_ssize_t)i * ROW_SIZE + 33] & 1)) {
-                    first = i;
-                    break;
-                }
-            }
-        }
-    }
-    if (first >= 0 && u64_at(r + first * ROW_SIZE + 16) == vin_key) {
-        const unsigned char *at = r + first * ROW_SIZE;
-        row->serial = u64_at(at);
-        row->valid_until = u16_at(at + 26);
-        row->status = u16_at(at + 28);
-        found = 1;
-    }
-    PyBuffer_Release(&db);
-    PyBuffer_Release(&ib);
-    PyBuffer_Release(&rb);
-    Py_DECREF(ids); Py_DECREF(directory); Py_DECREF(bits_obj); Py_DECREF(delta);
-    return found;
-error:
-    PyBuffer_Release(&db);
-fail_ids:
-    PyBuffer_Release(&ib);
-fail_rows:
-    PyBuffer_Release(&rb);
-fail_attrs:
-    Py_XDECREF(ids); Py_XDECREF(directory); Py_XDECREF(bits_obj); Py_XDECREF(delta);
-    return PyErr_Occurred() ? -1 : 0;
-}
-
-/* The index under its lock, taken without waiting. 1 found and not revoked, 0 otherwise: a lock
-   held by a writer, and equally any error reading the index (cleared: the Python path reads the
-   same index and reports what is wrong with it). */
-static int probe_index(PyObject *index, uint64_t plate_key, uint64_t vin_key, uint64_t serial, Row *row) {
-    PyObject *lock = PyObject_GetAttr(index, str_lock);
-    if (!lock) { PyErr_Clear(); return 0; }
-    PyObject *taken = PyObject_CallMethodOneArg(lock, str_acquire, Py_False);
-    int got = taken == Py_True;
-    Py_XDECREF(taken);
-    if (!got) { PyErr_Clear(); Py_DECREF(lock); return 0; }
-    int found = 0;
-    PyObject *rows = NULL, *lookup = NULL, *revoked = NULL;
-    if ((rows = PyObject_GetAttr(index, str_rows)) && (lookup = PyObject_GetAttr(index, str_by_plate)) &&
-        (revoked = PyObject_GetAttr(index, str_revoked)) && probe(rows, lookup, plate_key, vin_key, row) == 1) {
-        PyObject *s = PyLong_FromUnsignedLongLong(serial);
-        found = s && PySet_Contains(revoked, s) == 0;
-        Py_XDECREF(s);
-    }
-    PyErr_Clear();
-    Py_XDECREF(rows); Py_XDECREF(lookup); Py_XDECREF(revoked);
-    PyObject *released = PyObject_CallMethodNoArgs(lock, str_release);
-    Py_DECREF(lock);
-    if (!released) return -1; /* the lock is broken: say so */
-    Py_DECREF(released);
-    return found;
 }
 
 /* ---- verify(text, seal_keys, keys, index, now, on_day, on_month, check_signature) ------------ */
@@ -383,9 +254,9 @@ static PyObject *verify(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     if (on_day < valid_from || on_month > (long long)b.valid_until) { result = Py_NewRef(fallback); goto done; }
     /* 10, 11, 13. The vehicle holding the plate now, not blocked, this mark current and not revoked,
        and its recorded validity covering the day (VehicleStanding's common case). */
-    uint64_t plate_key = fold(PLATE_SEED ^ b.plate_type, b.plate, b.plate_len, 16);
-    uint64_t vin_key = fold(VIN_SEED, b.vin, b.vin_len, 24);
-    int found = probe_index(index, plate_key, vin_key, b.serial, &row);
+    uint64_t plate_key = vm_fold(PLATE_SEED ^ b.plate_type, b.plate, b.plate_len, 16);
+    uint64_t vin_key = vm_fold(VIN_SEED, b.vin, b.vin_len, 24);
+    int found = vm_probe_index(index, plate_key, vin_key, b.serial, &row);
     if (found < 0) goto done;
     if (!found || (row.status & blocks_road_mask) || row.serial != b.serial || !row.valid_until ||
         on_month > (long long)row.valid_until) {
@@ -482,21 +353,13 @@ static PyObject *check_signatures(PyObject *self, PyObject *items) {
     return result;
 }
 
-/* The hashes alone, for the tests that hold them to server/index_keys.py. */
-static PyObject *key_hashes(PyObject *self, PyObject *args) {
-    unsigned long plate_type;
-    const char *plate, *vin;
-    Py_ssize_t plate_len, vin_len;
-    if (!PyArg_ParseTuple(args, "ky#y#", &plate_type, &plate, &plate_len, &vin, &vin_len)) return NULL;
-    return Py_BuildValue("(KK)", (unsigned long long)fold(PLATE_SEED ^ plate_type, (const unsigned char *)plate, plate_len, 16),
-                         (unsigned long long)fold(VIN_SEED, (const unsigned char *)vin, vin_len, 24));
-}
-
 static PyMethodDef methods[] = {
     {"verify", (PyCFunction)(void (*)(void))verify, METH_FASTCALL, "One mark: its VALID fields, FORGED_SIGNATURE or None."},
     {"configure", configure, METH_VARARGS, "The libsodium entry points and the rules' constants."},
     {"check_signatures", check_signatures, METH_O, "Ed25519 verify of each (public key, signature, message)."},
-    {"key_hashes", key_hashes, METH_VARARGS, "(plate_hash, vin_hash) as index_keys computes them."},
+    {"key_hashes", vm_key_hashes, METH_VARARGS, "(plate_hash, vin_hash) as index_keys computes them."},
+    {"plate_hits", vm_plate_hits, METH_VARARGS, "ValidityIndex._hits of a plate: its candidate ids, or None."},
+    {"vin_hits", vm_vin_hits, METH_VARARGS, "ValidityIndex._hits of a VIN: its candidate ids, or None."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -506,10 +369,7 @@ PyMODINIT_FUNC PyInit__hotpath(void) {
     init_b45();
     PyObject *m = PyModule_Create(&module);
     if (!m) return NULL;
-#define NAME(var, text) if (!(var = PyUnicode_InternFromString(text))) return NULL;
-    NAME(str_lock, "_lock") NAME(str_rows, "_rows") NAME(str_by_plate, "_by_plate") NAME(str_revoked, "_revoked")
-    NAME(str_delta, "delta") NAME(str_ids, "ids") NAME(str_directory, "directory") NAME(str_bits, "bits")
-    NAME(str_acquire, "acquire") NAME(str_release, "release")
+    if (vm_index_names()) return NULL;
     FORGED_SIGNATURE = PyUnicode_InternFromString("FORGED_SIGNATURE");
     AUTHENTIC = PyUnicode_InternFromString("AUTHENTIC");
     if (!FORGED_SIGNATURE || PyModule_AddObjectRef(m, "FORGED_SIGNATURE", FORGED_SIGNATURE)) return NULL;

@@ -1,5 +1,7 @@
 """The compiled Verify path (server/_hotpath.c): one call per mark that answers when a mark is
-plainly VALID and otherwise hands it to the Python path, which remains the specification.
+plainly VALID and otherwise hands it to the Python path, which remains the specification. The
+same module probes the validity index by plate or VIN for lookups (server/_hotpath_index.c,
+used by ValidityIndex).
 
 `pip install .` compiles the extension with the machine's C compiler; without one it installs
 without it and everything runs in Python (setup.py). Set VIMARK_PURE_PYTHON=1 to run without it

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import ctypes
 import datetime as dt
+import functools
 import hashlib
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -54,6 +55,15 @@ _MIN_DELTA_FOR_REBUILD = 65_536
 _STEP = 1 << 16  # rows per chunk of a whole-index pass: its temporaries stay a few MB
 _MASK = (1 << 64) - 1
 _U64 = npt.NDArray[np.uint64]
+
+
+@functools.cache
+def _compiled() -> Any:
+    """The compiled module (for its plate_hits and vin_hits, server/_hotpath_index.c), or None:
+    imported on first use, as hotpath imports this module."""
+    from vimark.server import hotpath
+
+    return hotpath.native
 
 
 def return_freed_memory() -> None:
@@ -116,9 +126,10 @@ def _mix_sum(ids: npt.NDArray[np.int64], rows: npt.NDArray[Any]) -> int:
 
 class ValidityIndex:
     def __init__(self, capacity: int = 1024) -> None:
-        # The compiled Verify path (server/_hotpath.c) reads _lock, _rows (ROW, at fixed offsets),
-        # _by_plate (its delta, ids, directory and bits) and _revoked by name, as for_mark does:
-        # a change to these is a change there too (tests/test_hotpath.py holds the two to one answer).
+        # The compiled reads (server/_hotpath_index.c) take _lock, _rows (ROW, at fixed offsets),
+        # _by_plate and _by_vin (their delta, ids, directory and bits) and _revoked by name, as
+        # for_mark and _hits do: a change to these is a change there too (tests/test_hotpath.py
+        # holds the two to one answer).
         self._lock = threading.Lock()
         self._rows = np.zeros(capacity, ROW)
         self._text = TextColumns(capacity)
@@ -298,18 +309,22 @@ class ValidityIndex:
     def by_plate(self, plate_type: str, plate_number: str) -> VehicleRecord | None:
         if not plate_type.isdigit():
             return None  # no such plate type: no vehicle has it
+        code, key = int(plate_type), plate_number.encode()
         with self._lock:
-            for i in self._hits(self._by_plate, plate_hash(int(plate_type), plate_number), "plate_hash"):
+            for i in self._plate_hits(code, plate_number):
                 plate, vin = self._text.get(i)
-                if plate == plate_number.encode() and self._rows["plate_type"][i] == int(plate_type):
+                if plate == key and self._rows["plate_type"][i] == code:
                     return self._record(i, plate_number, vin.decode())
         return None
 
     def by_vin(self, vin: str) -> VehicleRecord | None:
+        key = vin.encode()
         with self._lock:
-            for i in self._hits(self._by_vin, vin_hash(vin), "vin_hash"):
+            native = _compiled()
+            hits = None if native is None else native.vin_hits(self._rows, self._by_vin, key)
+            for i in self._hits(self._by_vin, vin_hash(vin), "vin_hash") if hits is None else hits:
                 plate, stored_vin = self._text.get(i)
-                if stored_vin == vin.encode():
+                if stored_vin == key:
                     return self._record(i, plate.decode(), vin)
         return None
 
@@ -320,13 +335,22 @@ class ValidityIndex:
             return None
         vin_key = vin_hash(vin)
         with self._lock:
-            for i in self._hits(self._by_plate, plate_hash(int(plate_type), plate_number), "plate_hash"):
+            for i in self._plate_hits(int(plate_type), plate_number):
                 if int(self._rows["vin_hash"][i]) == vin_key:  # both 64-bit hashes agree
                     return self._record(i, plate_number, vin)
                 plate, stored_vin = self._text.get(i)  # another VIN: the plate has moved on
                 if plate == plate_number.encode() and self._rows["plate_type"][i] == int(plate_type):
                     return self._record(i, plate_number, stored_vin.decode())
         return None
+
+    def _plate_hits(self, code: int, plate_number: str) -> list[int]:
+        """`_hits` of a plate, by the compiled probe when it is built (it holds to this one)."""
+        native = _compiled()
+        if native is not None and code < 256:  # a row's plate type is one byte: a bigger code is nobody's
+            hits: list[int] | None = native.plate_hits(self._rows, self._by_plate, code, plate_number.encode())
+            if hits is not None:
+                return hits
+        return self._hits(self._by_plate, plate_hash(code, plate_number), "plate_hash")
 
     def _hits(self, lookup: KeyLookup, h: int, column: str) -> list[int]:
         """Candidate ids whose row still carries hash h (present rows only)."""

@@ -318,3 +318,51 @@ def test_key_hashes_match_index_keys() -> None:
 
 
 _VERIFIER = _verifier() if COMPILED else None
+
+
+def _moved_index() -> ValidityIndex:
+    """An index with a base and a delta: a plate moved to a new vehicle, its old holder renamed, a
+    vehicle added and one changed in place."""
+    index = ValidityIndex(capacity=4)
+    index.load(1, [_vehicle(i) for i in range(1, 40)], [])
+    moved = [_vehicle(40, plate_number="闽C00001"), _vehicle(1, plate_number="闽C77777"), _vehicle(41)]
+    moved.append(_vehicle(2, status_bits=status_bits("E")))  # in the delta and still in the base
+    index.apply([Change(2 + k, v, None) for k, v in enumerate(moved)])
+    return index
+
+
+@needs_compiled
+def test_the_compiled_key_probe_finds_what_the_python_probe_finds() -> None:
+    index = _moved_index()
+    plates = [*(f"闽C{i:05d}" for i in range(0, 45)), "闽C77777", "", "X" * 40]
+    for _ in range(2):  # over base and delta, then over a rebuilt base
+        for plate in plates:
+            for code in (1, 2, 99):
+                key = index_keys.plate_hash(code, plate)
+                assert hotpath.native.plate_hits(index._rows, index._by_plate, code, plate.encode()) == index._hits(
+                    index._by_plate, key, "plate_hash")  # fmt: skip
+        for vin in [*(f"LSVAM4187C{i:07d}" for i in range(0, 45)), ""]:
+            key = index_keys.vin_hash(vin)
+            assert hotpath.native.vin_hits(index._rows, index._by_vin, vin.encode()) == index._hits(
+                index._by_vin, key, "vin_hash")  # fmt: skip
+        assert index.by_plate("02", "闽C00001").vehicle_id == 40  # type: ignore[union-attr]
+        assert index.by_plate("02", "闽C77777").vehicle_id == 1  # type: ignore[union-attr]
+        assert index.by_vin(f"LSVAM4187C{41:07d}").plate_number == "闽C00041"  # type: ignore[union-attr]
+        index._rebuild_lookups()
+    with pytest.raises(AttributeError):
+        hotpath.native.plate_hits(index._rows, object(), 2, b"x")
+
+
+@needs_compiled
+def test_the_compiled_key_probe_confirms_colliding_rows_against_their_text() -> None:
+    index = ValidityIndex()
+    index.load(1, [_vehicle(i) for i in range(1, 6)], [])
+    plate_key, vin_key = hotpath.native.key_hashes(2, "闽C00001".encode(), f"LSVAM4187C{1:07d}".encode())
+    index._rows["plate_hash"][2:6] = plate_key  # vehicles 2-5 collide with vehicle 1's plate and VIN
+    index._rows["vin_hash"][2:6] = vin_key
+    index._rebuild_lookups()
+    assert len(hotpath.native.plate_hits(index._rows, index._by_plate, 2, "闽C00001".encode())) == 5
+    assert index.by_plate("02", "闽C00001").vehicle_id == 1  # type: ignore[union-attr]
+    assert index.by_vin(f"LSVAM4187C{1:07d}").vehicle_id == 1  # type: ignore[union-attr]
+    assert index.by_plate("02", "闽C00003") is None  # its row now carries another key
+    assert index.by_plate("01", "闽C00001") is None
