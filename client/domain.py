@@ -169,6 +169,8 @@ _MAX_PLATE_INPUT = 64  # a plate is at most 9 characters; longer input is refuse
 
 def parse_plate_type(code: str) -> str:
     """A plate type code as typed (" 2", "０２", "02") -> its two-digit GA 24.7 form ("02")."""
+    if code in PLATE_TYPES:  # already in its form (NFKC keeps ASCII digits)
+        return code
     text = unicodedata.normalize("NFKC", code).strip()  # spaces around it only: "1 3" is no code
     if not text:
         raise InvalidArgument("plate_type", "required: the GA 24.7 plate type code, e.g. 02")
@@ -186,11 +188,17 @@ def parse_plate_number(text: str) -> str:
     """
     if len(text) > _MAX_PLATE_INPUT:
         raise InvalidArgument("plate_number", f"{_shown(text)} is too long for a plate (at most 9 characters)")
+    if _has_plate_shape(text):  # canonical already: steps 1-3 keep every character a shape admits
+        return text
     plate = _canonical_plate_text(text)
-    if any(shape.fullmatch(plate) for shape in _PLATE_SHAPES):
+    if _has_plate_shape(plate):
         return plate
     shown = _shown(text) if plate == text else f"{_shown(text)} (read as {_shown(plate)})"
     raise InvalidArgument("plate_number", f"{shown}: {_plate_rule_broken(plate)}")
+
+
+def _has_plate_shape(plate: str) -> bool:
+    return any(shape.fullmatch(plate) for shape in _PLATE_SHAPES)
 
 
 def _canonical_plate_text(text: str) -> str:

@@ -313,8 +313,10 @@ class ValidityIndex:
         with self._lock:
             for i in self._plate_hits(code, plate_number):
                 plate, vin = self._text.get(i)
-                if plate == key and self._rows["plate_type"][i] == code:
-                    return self._record(i, plate_number, vin.decode())
+                if plate == key:  # and then the plate type, from the record (its row read once)
+                    found = self._record(i, plate_number, vin.decode())
+                    if int(found.plate_type) == code:
+                        return found
         return None
 
     def by_vin(self, vin: str) -> VehicleRecord | None:

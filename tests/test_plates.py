@@ -16,6 +16,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from conftest import MovableClock, start_server, vehicle
+from vimark.client import domain
 from vimark.client.certificate import CertificateBody, IssueReason, Presentation
 from vimark.client.cli.vehicles import read_csv
 from vimark.client.domain import PLATE_TYPES, PROVINCES, month_of, parse_plate_number, parse_plate_type
@@ -130,6 +131,13 @@ def test_any_spelling_of_an_accepted_plate_is_that_plate(plate: str, data: st.Da
             c = data.draw(st.sampled_from([c, c.lower(), chr(ord(c) + 0xFEE0)]))  # FF01-FF5E: full width
         typed.append(c)
     assert parse_plate_number("".join(typed)) == plate
+
+
+@given(st.one_of(*(st.from_regex(shape, fullmatch=True) for shape in domain._PLATE_SHAPES)))
+def test_a_text_of_a_plate_shape_is_its_own_canonical_form(text: str) -> None:
+    """parse_plate_number returns such a text as it is, without reading it through steps 1-3."""
+    assert domain._canonical_plate_text(text) == text
+    assert parse_plate_number(text) == text
 
 
 @given(st.text(max_size=12))
