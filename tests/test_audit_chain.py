@@ -5,6 +5,7 @@ before the chain existed is chained by its migration."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import hashlib
 import threading
@@ -84,6 +85,26 @@ def test_batches_chain_in_id_order_and_verify(store: Store) -> None:
     assert store.audit_events(limit=100)[-1].chain == read[-1].chain  # the older reader shows it too
     with pytest.raises(InvalidArgument):
         store.verify_audit_chain(page=0)
+
+
+def test_texts_are_stored_cleaned_and_cut_event_by_event(store: Store) -> None:
+    """No NUL or separator is stored (the chain's canonical bytes could not be told apart), texts
+    are cut to their columns, a serial that is not ours is 0; events of a batch that share their
+    caller or verdict are cleaned alike, and each keeps its own plate and its own texts."""
+    odd = AuditEvent(
+        T0, "police\x1f-0001\x00", "police", "Verify", "02", "闽C\x1f1\x002345", "VERDICT\x1f_VALID", -5, ""
+    )
+    wide = AuditEvent(T0, "p" * 300, "police", "Verify", "02", "闽C00001" * 10, "VERDICT_VALID", 2**64, FINGERPRINT)
+    other = dataclasses.replace(odd, plate_type="01", verdict="VERDICT_FORGED", fingerprint=FINGERPRINT)
+    store.append_audit([odd, event(1), odd, wide, event(2), other])
+    first, _, third, fourth, _, sixth = everything(store)
+    for e in (first, third):
+        assert (e.caller_id, e.plate_number, e.verdict, e.serial) == ("police-0001", "闽C12345", "VERDICT_VALID", 0)
+    assert (sixth.caller_id, sixth.plate_type, sixth.verdict, sixth.fingerprint) == (
+        "police-0001", "01", "VERDICT_FORGED", FINGERPRINT)  # fmt: skip
+    assert (len(fourth.caller_id), len(fourth.plate_number), fourth.serial) == (128, 32, 0)
+    assert everything(store)[1:5:3] == [event(1), event(2)]
+    assert store.verify_audit_chain()[2] is None
 
 
 def test_appends_from_several_stores_at_once_chain_in_id_order(db_url: str) -> None:

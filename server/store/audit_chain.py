@@ -14,9 +14,11 @@ columns), so a verifier reading the rows recomputes exactly what the writer hash
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable, Iterator
+from typing import Any
 
 GENESIS = "0" * 64  # the `prev` of the first event ever written
-SEPARATOR = "\x1f"  # ASCII unit separator; the audit writer removes it from texts (mapping.audit_content)
+SEPARATOR = "\x1f"  # ASCII unit separator; the audit writer removes it from texts (mapping.audit_contents)
 
 
 def canonical(
@@ -51,3 +53,12 @@ def link(
     """The chain through one event, from the chain before it (hex, 64 characters)."""
     body = canonical(at, caller_id, role, rpc, plate_type, plate_number, verdict, serial, fingerprint)
     return hashlib.sha256(bytes.fromhex(prev) + body).hexdigest()
+
+
+def links(prev: str, contents: Iterable[tuple[Any, ...]]) -> Iterator[str]:
+    """`link` through each event's content (the arguments after `prev`) in turn: the chain after
+    each, the one before it carried as bytes rather than hex."""
+    digest = bytes.fromhex(prev)
+    for content in contents:
+        digest = hashlib.sha256(digest + canonical(*content)).digest()
+        yield digest.hex()

@@ -7,7 +7,7 @@ a date: SQLAlchemy rows hold dates already (the default); driver rows pass `Driv
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from vimark.client.domain import VehicleCategory
@@ -85,22 +85,41 @@ def row(columns: Sequence[str], values: Mapping[str, Any]) -> tuple[Any, ...]:
     return tuple(values[name] for name in columns)
 
 
-def audit_content(e: AuditEvent) -> tuple[Any, ...]:
-    """An audit event's values as they are stored and hashed (`schema.AUDIT_CONTENT`, the arguments
-    of `audit_chain.link` after `prev`): texts without NULs or the chain's separator, cut to their
-    columns; a serial that is not one of ours 0."""
+def audit_contents(events: Iterable[AuditEvent]) -> list[tuple[Any, ...]]:
+    """Each audit event's values as they are stored and hashed (`schema.AUDIT_CONTENT`, the
+    arguments of `audit_chain.link` after `prev`): texts without NULs or the chain's separator, cut
+    to their columns; a serial that is not one of ours 0. A batch's events share most of their
+    texts (one caller, a few verdicts): those are cleaned once per batch."""
     widths = schema.AUDIT_TEXT_WIDTHS
-    return (
-        e.at.timestamp(),
-        _text(e.caller_id, widths["caller_id"]),
-        _text(e.role, widths["role"]),
-        _text(e.rpc, widths["rpc"]),
-        _text(e.plate_type, widths["plate_type"]),
-        _text(e.plate_number, widths["plate_number"]),
-        _text(e.verdict, widths["verdict"]),
-        e.serial if 0 <= e.serial < 2**63 else 0,
-        _text(e.fingerprint, widths["fingerprint"]),
-    )
+    plate_width = widths["plate_number"]
+    shared: dict[tuple[str, ...], tuple[str, ...]] = {}
+    contents = []
+    for e in events:
+        key = (e.caller_id, e.role, e.rpc, e.plate_type, e.verdict, e.fingerprint)
+        texts = shared.get(key)
+        if texts is None:
+            texts = shared[key] = tuple(
+                _text(value, widths[name]) for name, value in zip(_SHARED_TEXTS, key, strict=True)
+            )
+        caller_id, role, rpc, plate_type, verdict, fingerprint = texts
+        serial = e.serial if 0 <= e.serial < 2**63 else 0
+        contents.append(
+            (
+                e.at.timestamp(),
+                caller_id,
+                role,
+                rpc,
+                plate_type,
+                _text(e.plate_number, plate_width),
+                verdict,
+                serial,
+                fingerprint,
+            )
+        )
+    return contents
+
+
+_SHARED_TEXTS = ("caller_id", "role", "rpc", "plate_type", "verdict", "fingerprint")
 
 
 def _text(value: str, width: int) -> str:

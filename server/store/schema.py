@@ -326,7 +326,7 @@ CHANGE_COLUMNS_SINCE = {
     for dialect, cs in _INDEX_COLUMNS.items()
 }
 
-# The audit writer (writes.append_audit): each row is its content (mapping.audit_content) and its
+# The audit writer (writes.append_audit): each row is its content (mapping.audit_contents) and its
 # chain; on SQLite with its id first (the only writer gives them: ids never go back after a prune).
 LAST_AUDIT = "SELECT id, chain FROM audit_events ORDER BY id DESC LIMIT 1"
 AUDIT_ANCHOR = "SELECT event_id, chain FROM audit_chain_anchor WHERE id = 1"

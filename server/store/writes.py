@@ -184,14 +184,14 @@ class Writes:
         if not events:
             return
         driver = self._driver
-        contents = [mapping.audit_content(e) for e in events]
+        contents = mapping.audit_contents(events)
         try:
             with self._db.driver_cursor(write=True) as c:
                 last_id, prev = _audit_head(driver, c)
-                rows = []
-                for content in contents:
-                    prev = audit_chain.link(prev, *content)
-                    rows.append((*content, prev))
+                rows = [
+                    (*content, chain)
+                    for content, chain in zip(contents, audit_chain.links(prev, contents), strict=True)
+                ]
                 if driver.is_sqlite:  # the only writer: ids after the last ever given, pruned or not
                     c.executemany(
                         schema.INSERT_AUDIT_WITH_ID, [(last_id + k, *row) for k, row in enumerate(rows, start=1)]
