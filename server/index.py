@@ -27,6 +27,7 @@ import numpy.typing as npt
 
 from vimark.client.domain import VehicleCategory
 from vimark.server.index_checkpoint import Section, array_chunks
+from vimark.server.index_checksum import MASK, PRESENT, STEP, mix, mix_sum, revoked_mix, row_sums
 from vimark.server.index_keys import plate_hash, plate_hashes, vin_hash, vin_hashes
 from vimark.server.index_lookup import KeyLookup
 from vimark.server.index_text import TEXT, TextColumns
@@ -49,12 +50,9 @@ ROW = np.dtype(
         ("flags", "u1"),  # PRESENT | EXEMPTION_LOST
     ]
 )
-PRESENT, EXEMPTION_LOST = 1, 2
+EXEMPTION_LOST = 2  # beside index_checksum.PRESENT
 _DAY_ZERO = dt.date(1900, 1, 1).toordinal()
 _MIN_DELTA_FOR_REBUILD = 65_536
-_STEP = 1 << 16  # rows per chunk of a whole-index pass: its temporaries stay a few MB
-_MASK = (1 << 64) - 1
-_U64 = npt.NDArray[np.uint64]
 
 
 @functools.cache
@@ -81,49 +79,6 @@ def _with_headroom(n: int) -> int:
     return n + n // 64 + 1024
 
 
-# -- the content checksum: a sum of one 64-bit mix per vehicle, kept as rows change ---------------
-def _splitmix(z: int) -> int:
-    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK
-    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK
-    return z ^ (z >> 31)
-
-
-def _mix(i: int, row: tuple[Any, ...]) -> int:
-    serial, plate_hash, vin_hash, registered, valid_until, status, category, plate_type, seats, flags = row
-    small = registered | valid_until << 32 | status << 48
-    tiny = category | plate_type << 8 | seats << 16 | flags << 24 | (i & 0xFFFFFFFF) << 32
-    return _splitmix(serial ^ _splitmix(plate_hash ^ _splitmix(vin_hash ^ _splitmix(small ^ _splitmix(tiny)))))
-
-
-def _splitmixes(z: _U64) -> _U64:
-    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-    return z ^ (z >> np.uint64(31))
-
-
-def _mix_sum(ids: npt.NDArray[np.int64], rows: npt.NDArray[Any]) -> int:
-    """sum(_mix(i, row)) mod 2^64 over arrays, as `_mix` computes it one row at a time."""
-    total = 0
-    for start in range(0, len(ids), _STEP):  # bounded temporaries
-        r, i = rows[start : start + _STEP], ids[start : start + _STEP].astype(np.uint64)
-        small = (
-            r["registered"].astype(np.uint64)
-            | r["valid_until"].astype(np.uint64) << np.uint64(32)
-            | r["status"].astype(np.uint64) << np.uint64(48)
-        )
-        tiny = (
-            r["category"].astype(np.uint64)
-            | r["plate_type"].astype(np.uint64) << np.uint64(8)
-            | r["seats"].astype(np.uint64) << np.uint64(16)
-            | r["flags"].astype(np.uint64) << np.uint64(24)
-            | (i & np.uint64(0xFFFFFFFF)) << np.uint64(32)
-        )
-        z = r["vin_hash"] ^ _splitmixes(small ^ _splitmixes(tiny))
-        z = r["serial"] ^ _splitmixes(r["plate_hash"] ^ _splitmixes(z))
-        total += int(_splitmixes(z).sum(dtype=np.uint64))
-    return total & _MASK
-
-
 class ValidityIndex:
     def __init__(self, capacity: int = 1024) -> None:
         # The compiled reads (server/_hotpath_index.c) take _lock, _rows (ROW, at fixed offsets),
@@ -137,7 +92,7 @@ class ValidityIndex:
         self._by_vin = KeyLookup()
         self._revoked: set[int] = set()
         self._count = 0
-        self._sum = 0  # sum of _mix over present vehicles, mod 2^64
+        self._sum = 0  # sum of index_checksum.mix over present vehicles, mod 2^64
         self._revoked_sum = 0
         self.last_change_id = 0
 
@@ -194,7 +149,7 @@ class ValidityIndex:
         old = self._rows[ids]
         was = (old["flags"] & PRESENT).astype(bool)
         self._count += n - int(np.count_nonzero(was))
-        self._sum = (self._sum - _mix_sum(ids[was], old[was]) + _mix_sum(ids, block)) & _MASK
+        self._sum = (self._sum - mix_sum(ids[was], old[was]) + mix_sum(ids, block)) & MASK
         self._rows[ids] = block
         # Only new vehicles and those whose plate or VIN changed: their text and keys. A new mark
         # or status leaves both as they were, and an overlay entry for each of a province's
@@ -254,7 +209,7 @@ class ValidityIndex:
             self._reserve(max(i + 1, len(self._rows) * 5 // 4))  # grow by a quarter: memory is the cost
         old = self._rows[i].item()
         if old[-1] & PRESENT:
-            self._sum -= _mix(i, old)
+            self._sum -= mix(i, old)
         else:
             self._count += 1
         plate_key, vin_key = plate_hash(int(v.plate_type), v.plate_number), vin_hash(v.vin)
@@ -271,7 +226,7 @@ class ValidityIndex:
             PRESENT | (EXEMPTION_LOST if v.exemption_lost else 0),
         )
         self._rows[i] = row
-        self._sum = (self._sum + _mix(i, row)) & _MASK
+        self._sum = (self._sum + mix(i, row)) & MASK
         if old[-1] & PRESENT and old[1] == plate_key and old[2] == vin_key:
             return  # the same plate and VIN: text and lookups as they were (as in _put_columns)
         self._text.put(i, v.plate_number.encode(), v.vin.encode())
@@ -282,7 +237,7 @@ class ValidityIndex:
     def _revoke(self, serial: int) -> None:
         if serial not in self._revoked:
             self._revoked.add(serial)
-            self._revoked_sum = (self._revoked_sum + _splitmix(serial ^ 0x5EED)) & _MASK
+            self._revoked_sum = (self._revoked_sum + revoked_mix(serial)) & MASK
 
     def _set_revoked(self, revoked: Iterable[int]) -> None:
         self._revoked, self._revoked_sum = set(), 0
@@ -401,8 +356,8 @@ class ValidityIndex:
     def full_checksum(self) -> str:
         """`checksum` recomputed from every row (tests compare both)."""
         with self._lock:
-            count, total = _row_sums(self._rows)
-            revoked = sum(_splitmix(s ^ 0x5EED) for s in self._revoked) & _MASK
+            count, total = row_sums(self._rows)
+            revoked = sum(revoked_mix(s) for s in self._revoked) & MASK
             parts = (count, total, len(self._revoked), revoked, self.last_change_id)
         return hashlib.sha256(":".join(map(str, parts)).encode()).hexdigest()
 
@@ -444,11 +399,11 @@ class ValidityIndex:
 
         def chunks() -> Iterator[bytes]:
             count = total = 0
-            for start in range(0, items, _STEP):
+            for start in range(0, items, STEP):
                 with self._lock:  # a short hold per chunk: Verify waits at most one chunk's copy
-                    block = self._rows[start : min(items, start + _STEP)].copy()
-                n, mixed = _row_sums(block, start)
-                count, total = count + n, (total + mixed) & _MASK
+                    block = self._rows[start : min(items, start + STEP)].copy()
+                n, mixed = row_sums(block, start)
+                count, total = count + n, (total + mixed) & MASK
                 yield block.tobytes()
             sums[:] = [count, total]
 
@@ -499,14 +454,3 @@ def _delta_array(delta: dict[int, int]) -> npt.NDArray[Any]:
         out["hash"] = list(delta)
         out["id"] = list(delta.values())
     return out
-
-
-def _row_sums(rows: npt.NDArray[Any], first_id: int = 0) -> tuple[int, int]:
-    """(present vehicles, sum of their mixes) of rows whose first is vehicle `first_id`."""
-    count = total = 0
-    for start in range(0, len(rows), _STEP):
-        block = rows[start : start + _STEP]
-        ids = np.flatnonzero(block["flags"] & PRESENT)
-        count += len(ids)
-        total += _mix_sum(ids + first_id + start, block[ids])
-    return count, total & _MASK
