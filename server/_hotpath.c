@@ -360,6 +360,7 @@ static PyMethodDef methods[] = {
     {"key_hashes", vm_key_hashes, METH_VARARGS, "(plate_hash, vin_hash) as index_keys computes them."},
     {"plate_hits", vm_plate_hits, METH_VARARGS, "ValidityIndex._hits of a plate: its candidate ids, or None."},
     {"vin_hits", vm_vin_hits, METH_VARARGS, "ValidityIndex._hits of a VIN: its candidate ids, or None."},
+    {"read_at", vm_read_at, METH_VARARGS, "os.pread(fd, n, offset), the GIL kept when the page cache has it all."},
     {NULL, NULL, 0, NULL},
 };
 

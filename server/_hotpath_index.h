@@ -18,9 +18,10 @@ uint64_t vm_fold(uint64_t seed, const unsigned char *key, Py_ssize_t n, Py_ssize
 /* A mark's vehicle under the index's lock, taken without waiting: 1 found (row filled) and the
    serial not revoked, 0 otherwise (the Python path decides), -1 a broken lock (error set). */
 int vm_probe_index(PyObject *index, uint64_t plate_key, uint64_t vin_key, uint64_t serial, Row *row);
-/* The module's functions plate_hits, vin_hits and key_hashes. */
+/* The module's functions plate_hits, vin_hits, key_hashes and read_at. */
 PyObject *vm_plate_hits(PyObject *self, PyObject *args);
 PyObject *vm_vin_hits(PyObject *self, PyObject *args);
 PyObject *vm_key_hashes(PyObject *self, PyObject *args);
+PyObject *vm_read_at(PyObject *self, PyObject *args);
 
 #endif

@@ -3,7 +3,8 @@
 Three homes, one interface: an array in memory (a server with no checkpoint directory); a
 checkpoint's text section, read entry by entry with pread, plus a dict of what changed since (the
 overlay, folded into the next checkpoint), so the text costs the process no memory and stays in
-the page cache, shared by a node's workers; and, while the index is read from the store, a spool
+the page cache, shared by a node's workers (read, where the extension is built, with its read_at: the
+GIL kept for a read the page cache answers); and, while the index is read from the store, a spool
 file the text is written to in vehicle-id order, which becomes the next checkpoint's text section.
 
 Not a memory mapping: each read through one maps the pages around it as well (the kernel's
@@ -13,6 +14,7 @@ fault-around, which MADV_RANDOM did not stop here), and 10,000 lookups made 314 
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -25,6 +27,15 @@ from vimark.server.records import Texts
 
 TEXT = np.dtype([("plate", "S16"), ("vin", "S17")])  # UTF-8; the longest GA 36-2018 plate is 13 bytes
 _CHUNK_ITEMS = 1 << 18
+
+
+@functools.cache
+def _read_at() -> Callable[[int, int, int], bytes]:
+    """os.pread, or the extension's read_at (server/_hotpath_index.c): the same read, which keeps
+    the GIL when the page cache holds the bytes. Found on first use: hotpath imports the index."""
+    from vimark.server import hotpath
+
+    return hotpath.native.read_at if hotpath.native is not None else os.pread  # type: ignore[no-any-return]
 
 
 class TextColumns:
@@ -105,7 +116,7 @@ class TextOnFile(TextColumns):
         if hit is not None:
             return hit
         if i < self.items:
-            raw = os.pread(self._fd, TEXT.itemsize, self.offset + i * TEXT.itemsize)
+            raw = _read_at()(self._fd, TEXT.itemsize, self.offset + i * TEXT.itemsize)
             return raw[:16].rstrip(b"\0"), raw[16:].rstrip(b"\0")  # as numpy reads S16 and S17
         return b"", b""
 

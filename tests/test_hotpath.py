@@ -366,3 +366,26 @@ def test_the_compiled_key_probe_confirms_colliding_rows_against_their_text() -> 
     assert index.by_vin(f"LSVAM4187C{1:07d}").vehicle_id == 1  # type: ignore[union-attr]
     assert index.by_plate("02", "闽C00003") is None  # its row now carries another key
     assert index.by_plate("01", "闽C00001") is None
+
+
+@needs_compiled
+def test_the_compiled_read_at_reads_what_pread_reads(tmp_path: Any) -> None:
+    """TextOnFile's reads (a checkpoint's plate and VIN text): the same bytes as os.pread, at page
+    boundaries and past the end of the file, and the same errors."""
+    path = tmp_path / "text"
+    path.write_bytes(bytes(i * 7 % 251 for i in range(3 * 4096 + 100)))
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        size = os.fstat(fd).st_size
+        for offset in (0, 1, 4096 - 16, 4096, 2 * 4096 - 1, size - 33, size - 1, size, size + 4096):
+            for n in (0, 1, 33, 4096):
+                assert hotpath.native.read_at(fd, n, offset) == os.pread(fd, n, offset), (n, offset)
+        with pytest.raises(ValueError, match="0 to 4096 bytes"):
+            hotpath.native.read_at(fd, 4097, 0)
+        with pytest.raises(ValueError):
+            hotpath.native.read_at(fd, 1, -1)
+    finally:
+        os.close(fd)
+    with pytest.raises(OSError) as caught:
+        hotpath.native.read_at(fd, 33, 0)  # closed
+    assert caught.value.errno == 9  # EBADF, as os.pread gives
