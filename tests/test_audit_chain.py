@@ -18,7 +18,7 @@ from sqlalchemy import create_engine, text
 
 from vimark.client.errors import InvalidArgument
 from vimark.server.records import AuditEvent
-from vimark.server.store import MIGRATIONS, Store, schema
+from vimark.server.store import MIGRATIONS, Store
 
 T0 = dt.datetime(2026, 11, 25, 2, 0, tzinfo=dt.UTC)
 FINGERPRINT = "ab" * 32
@@ -85,18 +85,6 @@ def test_batches_chain_in_id_order_and_verify(store: Store) -> None:
     assert store.audit_events(limit=100)[-1].chain == read[-1].chain  # the older reader shows it too
     with pytest.raises(InvalidArgument):
         store.verify_audit_chain(page=0)
-
-
-def test_a_batch_of_several_statements_keeps_its_order_and_chain(store: Store) -> None:
-    """SQLite inserts a batch AUDIT_ROWS_PER_INSERT events a statement: a batch that takes several
-    (and one that fills one exactly) is stored whole, in order, one chain."""
-    per = schema.AUDIT_ROWS_PER_INSERT
-    written = [event(i) for i in range(3 * per + 7)]
-    store.append_audit(written[: 2 * per + 7])
-    store.append_audit(written[2 * per + 7 :])
-    read = everything(store)
-    assert read == written
-    assert store.verify_audit_chain(page=50) == (len(written), read[-1].chain, None)
 
 
 def test_texts_are_stored_cleaned_and_cut_event_by_event(store: Store) -> None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import functools
 from typing import Any
 
 from sqlalchemy import (
@@ -332,17 +331,5 @@ CHANGE_COLUMNS_SINCE = {
 LAST_AUDIT = "SELECT id, chain FROM audit_events ORDER BY id DESC LIMIT 1"
 AUDIT_ANCHOR = "SELECT event_id, chain FROM audit_chain_anchor WHERE id = 1"
 INSERT_AUDIT = _insert(AUDIT, (*AUDIT_CONTENT, "chain"))
-_AUDIT_WITH_ID = ("id", *AUDIT_CONTENT, "chain")
-# SQLite's audit writer inserts up to this many events a statement (writes.append_audit): 11
-# variables each, 990 in all, within the 999 the oldest SQLite versions allow.
-AUDIT_ROWS_PER_INSERT = 90
-
-
-@functools.cache
-def insert_audit_rows(n: int) -> str:
-    """n events, each with its id, in one statement (SQLite)."""
-    one = f"({placeholders(len(_AUDIT_WITH_ID))})"
-    return f"INSERT INTO {AUDIT.name} ({', '.join(_AUDIT_WITH_ID)}) VALUES {', '.join([one] * n)}"
-
-
-assert set(_AUDIT_WITH_ID) == set(AUDIT.c.keys()), "the audit writer writes every audit column"
+INSERT_AUDIT_WITH_ID = _insert(AUDIT, ("id", *AUDIT_CONTENT, "chain"))
+assert {"id", *AUDIT_CONTENT, "chain"} == set(AUDIT.c.keys()), "the audit writer writes every audit column"

@@ -193,12 +193,9 @@ class Writes:
                     for content, chain in zip(contents, audit_chain.links(prev, contents), strict=True)
                 ]
                 if driver.is_sqlite:  # the only writer: ids after the last ever given, pruned or not
-                    # Many events a statement: sqlite3 lets go of the GIL for every statement it
-                    # steps, and under load each time costs this thread a switch to get it back.
-                    with_ids = [(last_id + k, *row) for k, row in enumerate(rows, start=1)]
-                    for start in range(0, len(with_ids), schema.AUDIT_ROWS_PER_INSERT):
-                        part = with_ids[start : start + schema.AUDIT_ROWS_PER_INSERT]
-                        c.execute(schema.insert_audit_rows(len(part)), [v for row in part for v in row])
+                    c.executemany(
+                        schema.INSERT_AUDIT_WITH_ID, [(last_id + k, *row) for k, row in enumerate(rows, start=1)]
+                    )
                 else:  # the sequence, under the audit lock: ids in chain order
                     c.executemany(driver.sql(schema.INSERT_AUDIT), rows)
         except driver.DatabaseError as exc:  # anything but OperationalError, which the guard made Unavailable
