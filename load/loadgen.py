@@ -60,6 +60,7 @@ class Result:
     latencies: array = field(default_factory=lambda: array("d"))  # seconds, calls completed in the window
     duration: float = 0.0
     offered: float | None = None
+    released: float = 0.0  # time.perf_counter() when the processes were released (the warmup's start)
 
     @property
     def rate(self) -> float:
@@ -86,7 +87,7 @@ def run(load: Load) -> Result:
         proc.start()
     try:
         ready.wait(timeout=60)
-        merged = Result(duration=load.duration, offered=load.rate)
+        merged = Result(duration=load.duration, offered=load.rate, released=time.perf_counter())
         for _ in procs:
             part = results.get(timeout=load.warmup + load.duration + load.timeout + 60)
             if isinstance(part, BaseException):

@@ -36,12 +36,12 @@ from load import dataset as datasets
 from load.bench.harness import VIMARK_IN_PYTHON, echo_command, free_port, vimark_command
 
 SERVERS = ("echo", "signature", "vimark-verify", "vimark-lookup")
-_VEHICLES = 2000
+VEHICLES = 2000
 _TOTALS = "totals:"
 _SETTLE = 0.5  # seconds after the last call before counting stops: over the audit writer's 0.2 s flush
 
 
-def _requests(kind: str, data: datasets.Dataset, db: Path) -> tuple[str, list[bytes]]:
+def requests_for(kind: str, data: datasets.Dataset, db: Path) -> tuple[str, list[bytes]]:
     from vimark.v1 import mark_service_pb2 as pb
 
     if kind == "vimark-lookup":
@@ -75,7 +75,7 @@ def _measure(kind: str, calls: int, in_flight: int, data: datasets.Dataset, scra
         command = vimark_command(f"sqlite:///{db}", keys, target, "police", 1, executable=VIMARK_IN_PYTHON)
     else:
         command = echo_command(target, "sync" if kind == "echo" else "signature", 1)
-    method, requests = _requests(kind, data, db)
+    method, requests = requests_for(kind, data, db)
     out = scratch / f"{kind}.out"
     valgrind = ["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out}"]
     log = (scratch / f"{kind}.log").open("w")
@@ -134,12 +134,12 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit("valgrind is not installed (Debian: apt-get install valgrind)")
     from vimark.server import hotpath
 
-    data = datasets.load(_VEHICLES)
+    data = datasets.load(VEHICLES)
     result: dict[str, object] = {
         "benchmark": "server_instructions",
         "calls": args.calls,
         "in_flight": args.in_flight,
-        "vehicles": _VEHICLES,
+        "vehicles": VEHICLES,
         "compiled": hotpath.native is not None,
     }
     scratch = Path(tempfile.mkdtemp(prefix="vimark-server-callgrind-"))

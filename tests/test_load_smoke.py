@@ -53,3 +53,14 @@ def test_locust_scenario(tmp_path: Path) -> None:
         rows = {row["Name"]: row for row in csv.DictReader(f)}
     total = rows["Aggregated"]
     assert int(total["Request Count"]) > 0 and int(total["Failure Count"]) == 0, total
+
+
+def test_server_cpu_quick() -> None:
+    """load.server_cpu's figures come from the server's own /proc counters over the measured window."""
+    command = [sys.executable, "-m", "load.server_cpu", "--rounds", "1", "--seconds", "1", "--only", "vimark-lookup"]
+    run = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    result = json.loads(run.stdout.splitlines()[-1])
+    (figures,) = result["rounds"]["vimark-lookup"]
+    assert figures["calls_per_second"] > 0 and figures["errors"] == 0, figures
+    assert figures["server_user_us"] + figures["server_system_us"] > 0 and figures["server_switches"] > 0, figures
