@@ -227,8 +227,8 @@ PyObject *vm_key_hashes(PyObject *self, PyObject *args) {
 
 /* read_at(fd, n, offset): os.pread(fd, n, offset), but a read the page cache answers whole keeps
  * the GIL. os.pread releases it for every call, and under load, with the server's threads queued
- * for it, getting it back costs a thread switch that is dearer than the read (measured: 2.5 fewer
- * context switches and about 8% less server CPU per Lookup). RWF_NOWAIT returns EAGAIN rather than
+ * for it, getting it back costs a thread switch that is dearer than the read (load/README.md,
+ * load.server_cpu: 12-24 % less server CPU per Lookup). RWF_NOWAIT returns EAGAIN rather than
  * wait for the disk; only then, or where the kernel lacks it, is the GIL released for the read. */
 #define MOST_READ 4096
 PyObject *vm_read_at(PyObject *self, PyObject *args) {

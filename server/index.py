@@ -27,7 +27,7 @@ import numpy.typing as npt
 
 from vimark.client.domain import VehicleCategory
 from vimark.server.index_checkpoint import Section, array_chunks
-from vimark.server.index_checksum import MASK, PRESENT, STEP, mix, mix_sum, revoked_mix, row_sums
+from vimark.server.index_checksum import MASK, STEP, mix, mix_sum, revoked_mix
 from vimark.server.index_keys import plate_hash, plate_hashes, vin_hash, vin_hashes
 from vimark.server.index_lookup import KeyLookup
 from vimark.server.index_text import TEXT, TextColumns
@@ -50,7 +50,7 @@ ROW = np.dtype(
         ("flags", "u1"),  # PRESENT | EXEMPTION_LOST
     ]
 )
-EXEMPTION_LOST = 2  # beside index_checksum.PRESENT
+PRESENT, EXEMPTION_LOST = 1, 2
 _DAY_ZERO = dt.date(1900, 1, 1).toordinal()
 _MIN_DELTA_FOR_REBUILD = 65_536
 
@@ -454,3 +454,14 @@ def _delta_array(delta: dict[int, int]) -> npt.NDArray[Any]:
         out["hash"] = list(delta)
         out["id"] = list(delta.values())
     return out
+
+
+def row_sums(rows: npt.NDArray[Any], first_id: int = 0) -> tuple[int, int]:
+    """(present vehicles, sum of their mixes) of rows whose first is vehicle `first_id`."""
+    count = total = 0
+    for start in range(0, len(rows), STEP):
+        block = rows[start : start + STEP]
+        ids = np.flatnonzero(block["flags"] & PRESENT)
+        count += len(ids)
+        total += mix_sum(ids + first_id + start, block[ids])
+    return count, total & MASK

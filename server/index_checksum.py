@@ -1,6 +1,7 @@
 """The index's content checksum: a sum mod 2^64 of one 64-bit mix per present vehicle (its id and
 row) plus one per revoked serial, kept as rows change so reading it costs nothing, and
-recomputed over whole arrays (numpy, a chunk at a time) to check it and to write checkpoints."""
+recomputed over whole arrays (numpy, a chunk at a time: index.row_sums) to check it and to write
+checkpoints."""
 
 from __future__ import annotations
 
@@ -11,7 +12,6 @@ import numpy.typing as npt
 
 MASK = (1 << 64) - 1
 STEP = 1 << 16  # rows per chunk of a whole-index pass: its temporaries stay a few MB
-PRESENT = 1  # the row flag of a vehicle that is there (index.ROW's flags)
 _U64 = npt.NDArray[np.uint64]
 
 
@@ -55,17 +55,6 @@ def mix_sum(ids: npt.NDArray[np.int64], rows: npt.NDArray[Any]) -> int:
         z = r["serial"] ^ _splitmixes(r["plate_hash"] ^ _splitmixes(z))
         total += int(_splitmixes(z).sum(dtype=np.uint64))
     return total & MASK
-
-
-def row_sums(rows: npt.NDArray[Any], first_id: int = 0) -> tuple[int, int]:
-    """(present vehicles, sum of their mixes) of rows whose first is vehicle `first_id`."""
-    count = total = 0
-    for start in range(0, len(rows), STEP):
-        block = rows[start : start + STEP]
-        ids = np.flatnonzero(block["flags"] & PRESENT)
-        count += len(ids)
-        total += mix_sum(ids + first_id + start, block[ids])
-    return count, total & MASK
 
 
 def revoked_mix(serial: int) -> int:
